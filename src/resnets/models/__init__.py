@@ -1,0 +1,41 @@
+"""The ResNet family: one config, one network, a registry of named variants."""
+
+from resnets.models.blocks import ResidualBlock, ShortcutMerge, ZeroPadShortcut
+from resnets.models.config import (
+    Activation,
+    Block,
+    BottleneckStride,
+    ConvBias,
+    Downsample,
+    GlobalPool,
+    ModelConfig,
+    ShortcutOption,
+    ShortcutVariant,
+    Stem,
+)
+from resnets.models.registry import ModelEntry, cifar, create_model, get_config, get_entry, imagenet, list_models
+from resnets.models.resnet import ResNet
+
+__all__ = [
+    "Activation",
+    "Block",
+    "BottleneckStride",
+    "ConvBias",
+    "Downsample",
+    "GlobalPool",
+    "ModelConfig",
+    "ModelEntry",
+    "ResNet",
+    "ResidualBlock",
+    "ShortcutMerge",
+    "ShortcutOption",
+    "ShortcutVariant",
+    "Stem",
+    "ZeroPadShortcut",
+    "cifar",
+    "create_model",
+    "get_config",
+    "get_entry",
+    "imagenet",
+    "list_models",
+]
