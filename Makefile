@@ -2,28 +2,36 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-dev
+BASE := $(VENV)/.installed-base
+TEST := $(VENV)/.installed-test
 
 .PHONY: demo test lint format clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(BASE): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# Tests also install the peer frameworks (timm, Keras with TensorFlow, PaddlePaddle) that they check against.
+$(TEST): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev,peers]"
+	touch $@ $(BASE)
+
+demo: $(BASE)
 	$(PY) -m resnets.demo
 
-test: $(STAMP)
+test: $(TEST)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(TEST)
 	$(PY) -m ruff check src tests benchmarks
 
-format: $(STAMP)
+format: $(TEST)
 	$(PY) -m ruff format src tests benchmarks
 	$(PY) -m ruff check --fix src tests benchmarks
 

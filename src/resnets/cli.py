@@ -21,6 +21,12 @@ EXAMPLES = {
   resnets summary resnet50v2          Keras-style totals (25,613,800 parameters)
   resnets summary resnet20 --depth 3  down to the blocks' layers
   resnets summary resnet50 --input-size 3 160 160 --json""",
+    "convert": """examples:
+  resnets convert resnet50-0676ba61.pth resnet50.safetensors --model resnet50
+  resnets convert ResNet50V2.h5 resnet50v2.safetensors --model resnet50v2
+  resnets convert caffe_resnet101.pdparams resnet101.safetensors --model resnet101_paper
+formats: PyTorch .pth/.pt (bare state_dict or training checkpoint), .safetensors, Keras .h5/.keras,
+Paddle .pdparams (paddle.vision names or Caffe-style names as in the original release)""",
 }
 
 
@@ -87,6 +93,16 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.text)
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from resnets.weights import convert
+
+    destination = convert(args.source, args.destination, args.model, **_parse_overrides(args.set))
+    if args.json:
+        print(json.dumps({"model": args.model, "source": str(args.source), "destination": str(destination)}))
+    else:
+        print(f"wrote {destination} ({args.model}, from {args.source})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--depth", type=int, default=2, help="nesting depth of the table (default: 2)")
     summary.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     summary.add_argument("--json", action="store_true")
+
+    convert = add("convert", cmd_convert, "convert weights of any supported format to .safetensors")
+    convert.add_argument("source", help="weight file: .pth .pt .safetensors .h5 .keras .pdparams")
+    convert.add_argument("destination", help="the .safetensors file to write (atomically)")
+    convert.add_argument("--model", required=True, help="registered model the weights are for")
+    convert.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (num_classes=10)")
+    convert.add_argument("--json", action="store_true")
     return parser
 
 

@@ -154,4 +154,6 @@ def create_model(name: str, **overrides: Any) -> ResNet:
     Example:
         >>> model = create_model("resnet50", num_classes=10, drop_path_rate=0.1)
     """
-    return ResNet(get_config(name, **overrides))
+    model = ResNet(get_config(name, **overrides))
+    model.name = name
+    return model

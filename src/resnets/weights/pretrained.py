@@ -1,0 +1,86 @@
+"""Weights that ship inside the package, checked against their sha256 before they load.
+
+Example:
+    >>> model = create_model("resnet20", pretrained=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from resnets.models import ResNet
+from resnets.models import create_model as build_model
+from resnets.weights.loading import load_weights
+from resnets.weights.readers import WeightsError
+
+FILES = Path(__file__).parent / "files"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A shipped weight file: where it is, its checksum, and how it was trained and measured."""
+
+    model: str
+    file: str  # relative to resnets/weights/files, or absolute
+    sha256: str
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    metrics: dict[str, float]
+
+    @property
+    def path(self) -> Path:
+        return FILES / self.file
+
+
+# Filled by the training work: the CIFAR-10 weights that `resnets train` produces.
+PRETRAINED: dict[str, Pretrained] = {}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pretrained_for(name: str) -> Pretrained:
+    if name not in PRETRAINED:
+        shipped = ", ".join(sorted(PRETRAINED)) or "none yet"
+        raise WeightsError(f"no pretrained weights ship for {name!r} (shipped: {shipped}); pass weights=PATH instead")
+    spec = PRETRAINED[name]
+    if not spec.path.is_file():
+        raise WeightsError(f"{spec.path}: shipped weights for {name!r} are missing from the installation")
+    actual = sha256_of(spec.path)
+    if actual != spec.sha256:
+        raise WeightsError(f"{spec.path}: sha256 {actual[:12]}... does not match the registry's {spec.sha256[:12]}...")
+    return spec
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    reset_classifier: bool = False,
+    **overrides: Any,
+) -> ResNet:
+    """Build a registered network, optionally with shipped (`pretrained=True`) or any (`weights=PATH`) weights.
+
+    Example:
+        >>> model = create_model("resnet50v2", weights="ResNet50V2.h5")
+    """
+    if pretrained and weights is not None:
+        raise ValueError("pass either pretrained=True or weights=PATH, not both")
+    if pretrained:
+        spec = pretrained_for(name)
+        overrides.setdefault("num_classes", len(spec.classes))
+        weights = spec.path
+    model = build_model(name, **overrides)
+    if weights is not None:
+        load_weights(model, weights, reset_classifier=reset_classifier)
+    return model

@@ -1,0 +1,188 @@
+"""Read weight files of every ecosystem into plain {name: tensor} dicts, never running code from them.
+
+Example:
+    >>> tensors, meta = read_weights("resnet50.pth")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Where training checkpoints keep the model's weights, most specific first.
+CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "model_state")
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be read or does not fit the model: one line says why."""
+
+
+def _first_bytes(path: Path, count: int = 8) -> bytes:
+    with path.open("rb") as file:
+        return file.read(count)
+
+
+def detect_format(path: Path) -> str:
+    """'torch', 'safetensors', 'keras_h5', 'keras_zip' or 'paddle', from the file's content and suffix."""
+    suffix = path.suffix.lower()
+    head = _first_bytes(path)
+    if head.startswith(b"\x89HDF"):
+        return "keras_h5"
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix == ".keras" or (head.startswith(b"PK") and zipfile.is_zipfile(path) and _is_keras_zip(path)):
+        return "keras_zip"
+    if suffix in (".pdparams", ".pdopt"):
+        return "paddle"
+    if suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar") or head.startswith(b"PK"):
+        return "torch"
+    raise WeightsError(f"{path}: unknown weight format (expected .pth, .pt, .safetensors, .h5, .keras or .pdparams)")
+
+
+def _is_keras_zip(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return "model.weights.h5" in archive.namelist()
+
+
+def _unwrap_checkpoint(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside a training checkpoint, without DDP's `module.` prefix."""
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            if isinstance(obj.get(key), dict) and obj[key]:
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: no state_dict of tensors found (looked for a bare one and {CHECKPOINT_KEYS})")
+    prefixes = ("module.", "_orig_mod.")
+    return {_strip(key, prefixes): value for key, value in obj.items()}
+
+
+def _strip(key: str, prefixes: tuple[str, ...]) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).splitlines()[0] if "Unsupported global" not in str(error) else "it holds Python objects"
+        raise WeightsError(
+            f"{path}: refused: not a plain-tensor checkpoint ({reason}); nothing in it was run"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({str(error).splitlines()[0]})") from None
+    return _unwrap_checkpoint(obj, path)
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = dict(file.metadata() or {})
+            return {key: file.get_tensor(key) for key in file.keys()}, metadata  # noqa: SIM118 - safe_open is not iterable
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"{path}: unreadable or truncated safetensors file ({error})") from None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays in plain containers and refuses everything else (a pickle can name any callable)."""
+
+    ALLOWED = {
+        ("collections", "OrderedDict"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        return super().find_class(module, name)
+
+
+def read_paddle(path: Path) -> dict[str, torch.Tensor]:
+    """A `.pdparams` pickle (paddle.save or paddle.static.save) of name -> array; BN statistics that
+    paddle.static.save puts in the `.pdopt` beside it are read too."""
+    tensors: dict[str, torch.Tensor] = {}
+    for part in (path, path.with_suffix(".pdopt")):
+        if part != path and (path.suffix != ".pdparams" or not part.exists()):
+            continue
+        try:
+            obj = _ArrayUnpickler(io.BytesIO(part.read_bytes())).load()
+        except pickle.UnpicklingError as error:
+            raise WeightsError(f"{part}: refused: {error}; nothing in it was run") from None
+        except (EOFError, ValueError, TypeError) as error:
+            raise WeightsError(f"{part}: unreadable or truncated Paddle file ({error})") from None
+        if not isinstance(obj, dict):
+            raise WeightsError(f"{part}: expected a dict of arrays, found {type(obj).__name__}")
+        for key, value in obj.items():
+            if isinstance(value, np.ndarray):
+                tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
+    if not tensors:
+        raise WeightsError(f"{path}: no arrays found")
+    return tensors
+
+
+def _keras_snake_case(name: str) -> str:
+    """Keras's own rule for generated names: 'Conv2D' -> 'conv2d', 'BatchNormalization' -> 'batch_normalization'."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def read_keras(path: Path, fmt: str) -> dict[str, list[np.ndarray]]:
+    """Keras weights per layer name, in the layer's own order (kernel, bias; gamma, beta, mean, variance)."""
+    import h5py
+
+    def layers_of_legacy_h5(file: h5py.File) -> dict[str, list[np.ndarray]]:
+        root = file.get("model_weights", file)
+        out = {}
+        for layer in root.attrs.get("layer_names", list(root.keys())):
+            layer = layer.decode() if isinstance(layer, bytes) else layer
+            group = root[layer]
+            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("weight_names", [])]
+            if names:
+                out[layer] = [np.asarray(group[name]) for name in names]
+        return out
+
+    def layers_of_v3(file: h5py.File, config: dict) -> dict[str, list[np.ndarray]]:
+        # A .keras archive stores layer weights under generated names ("conv2d_3": the fourth Conv2D in the
+        # model's layer order); the config's layer list recovers the real names.
+        counts: dict[str, int] = {}
+        out = {}
+        for layer in config["config"]["layers"]:
+            base = _keras_snake_case(layer["class_name"])
+            stored = base if not counts.get(base) else f"{base}_{counts[base]}"
+            counts[base] = counts.get(base, 0) + 1
+            variables = file["layers"].get(stored, {}).get("vars", {})
+            if len(variables):
+                out[layer["config"]["name"]] = [np.asarray(variables[str(i)]) for i in range(len(variables))]
+        return out
+
+    try:
+        if fmt == "keras_zip":
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+                with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as file:
+                    return layers_of_v3(file, config)
+        with h5py.File(path, "r") as file:
+            return layers_of_legacy_h5(file)
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+        raise WeightsError(f"{path}: unreadable or truncated Keras file ({str(error).splitlines()[0]})") from None
