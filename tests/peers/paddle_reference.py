@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-os.environ["FLAGS_enable_pir_api"] = "0"  # seed 000's static API (ParamAttr names, moving_mean_name)
+os.environ["FLAGS_enable_pir_api"] = "0"  # noqa: SIM112 - Paddle reads this exact name; seed 000's static API (ParamAttr names, moving_mean_name)
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
