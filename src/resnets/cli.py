@@ -10,7 +10,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+from resnets.errors import ResnetsError
 
 EXAMPLES = {
     "models": """examples:
@@ -27,6 +30,22 @@ EXAMPLES = {
   resnets convert caffe_resnet101.pdparams resnet101.safetensors --model resnet101_paper
 formats: PyTorch .pth/.pt (bare state_dict or training checkpoint), .safetensors, Keras .h5/.keras,
 Paddle .pdparams (paddle.vision names or Caffe-style names as in the original release)""",
+    "train": """examples:
+  resnets train --model resnet20 --data ../shared/data/cifar10-train-jpg.tar.gz --recipe cifar-fast --out runs/r20
+  resnets train --model resnet110 --data cifar-10-batches-py --recipe cifar-paper --out runs/r110
+  resnets train --model resnet20 --data DIR --recipe cifar-fast --out runs/r20 --epochs 5 --lr 0.05
+  resnets train ... --out runs/r20 --resume          continue a stopped run exactly
+  torchrun --nproc-per-node 2 -m resnets.cli train ...  data-parallel (gloo on CPU, nccl on CUDA)""",
+    "eval": """examples:
+  resnets eval --model resnet20 --pretrained --data cifar10-test/ --json
+  resnets eval --model resnet20 --weights runs/r20/model.safetensors --data cifar10-train-jpg.tar.gz --split val
+splits: auto (the data's val/test part, else all of it), val (the fixed stratified hold-out used in training), all""",
+    "predict": """examples:
+  resnets predict --model resnet20 --pretrained cat.png dog.jpg --topk 3
+  resnets predict --model resnet20 --weights runs/r20/model.safetensors images/*.png --json""",
+    "plot": """examples:
+  resnets plot runs/r20                  writes runs/r20/curves.png
+  resnets plot runs/r20 --out curves.png""",
 }
 
 
@@ -103,6 +122,89 @@ def cmd_convert(args: argparse.Namespace) -> None:
         print(f"wrote {destination} ({args.model}, from {args.source})")
 
 
+def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Recipe field, typed from its default; unset flags keep the recipe's value."""
+    import dataclasses
+
+    from resnets.train.recipes import Recipe
+
+    group = parser.add_argument_group("recipe overrides (each Recipe field)")
+    for field in dataclasses.fields(Recipe):
+        if field.name == "name":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(default, tuple):
+            group.add_argument(flag, nargs="*", type=float, default=None)
+        else:
+            group.add_argument(flag, type=type(default), default=None, metavar=type(default).__name__.upper())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from resnets.train import get_recipe, train
+    from resnets.train.recipes import Recipe
+
+    fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "name"]
+    overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    if "milestones" in overrides:
+        overrides["milestones"] = tuple(overrides["milestones"])
+    recipe = get_recipe(args.recipe, **overrides)
+    result = train(
+        args.model,
+        args.data,
+        args.out,
+        recipe,
+        model_overrides=_parse_overrides(args.set),
+        resume=args.resume,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        skip_bad_images=args.skip_bad_images,
+        stop_after_steps=args.stop_after_steps,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(result))
+    return 128 + result["signal"] if "signal" in result else 0
+
+
+def _predictor(args: argparse.Namespace):
+    from resnets.deploy import Predictor
+
+    return Predictor.load(args.model, weights=args.weights, pretrained=args.pretrained)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    metrics = _predictor(args).evaluate_data(args.data, split=args.split, flip=args.flip)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        top1, top5, loss, count = metrics["top1"], metrics["top5"], metrics["loss"], metrics["n"]
+        print(f"top-1 {top1:.4f}  top-5 {top5:.4f}  loss {loss:.4f}  ({count} images)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    results = _predictor(args).predict_files(args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for result in results:
+        if "error" in result:
+            print(f"resnets predict: error: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+            print(f"{result['file']}: {tops}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from resnets.train.plots import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -137,22 +239,60 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--model", required=True, help="registered model the weights are for")
     convert.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (num_classes=10)")
     convert.add_argument("--json", action="store_true")
+
+    train = add("train", cmd_train, "train a network on an image folder, archive or CIFAR pickles")
+    train.add_argument("--model", required=True)
+    train.add_argument("--data", required=True, help="ImageFolder dir, .tar.gz of one, or CIFAR pickle dir")
+    train.add_argument("--recipe", default="cifar-fast", help="cifar-paper | imagenet-paper | cifar-fast")
+    train.add_argument("--out", required=True, help="run directory (config, metrics, checkpoints, weights)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    train.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "resnets"), help="decoded-image cache")
+    train.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
+    train.add_argument("--stop-after-steps", type=int, help="checkpoint and stop after this many steps")
+    train.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
+    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    _add_recipe_flags(train)
+
+    for name, func, text in (
+        ("eval", cmd_eval, "top-1/top-5 accuracy of trained weights on a dataset"),
+        ("predict", cmd_predict, "classify image files"),
+    ):
+        command = add(name, func, text)
+        command.add_argument("--model", required=True)
+        source = command.add_mutually_exclusive_group(required=True)
+        source.add_argument("--weights", help="weight file (any supported format)")
+        source.add_argument("--pretrained", action="store_true", help="the weights shipped with resnets")
+        command.add_argument("--json", action="store_true")
+    evaluate = sub.choices["eval"]
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--split", default="auto", choices=["auto", "val", "all"])
+    evaluate.add_argument("--flip", action="store_true", help="average over a horizontal flip")
+    predict = sub.choices["predict"]
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--topk", type=int, default=5)
+
+    plot = add("plot", cmd_plot, "loss, error and learning-rate curves of a run, as PNG")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `resnets` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
-    except (CliError, ValueError, TypeError, OSError) as error:
+    except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"resnets {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

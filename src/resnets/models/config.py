@@ -95,6 +95,24 @@ class GlobalPool(str, Enum):
     MAX = "max"
 
 
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm with BatchNorm's signature (channels, eps): 32 groups, or fewer where channels are few."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if num_channels % g == 0)
+        super().__init__(groups, num_channels, eps=eps)
+
+
+def norm_layer_named(name: str) -> Callable[..., nn.Module]:
+    """'batch', 'group' or 'frozen_batch', for configs written as text (the command line, JSON)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    layers = {"batch": nn.BatchNorm2d, "group": GroupNorm, "frozen_batch": FrozenBatchNorm2d}
+    if name not in layers:
+        raise ValueError(f"norm_layer={name!r} is not one of: {', '.join(layers)}")
+    return layers[name]
+
+
 # Blocks per stage for the paper's named depths (ResNet paper, Table 1; ResNet-200 from the V2 paper).
 IMAGENET_STAGES: dict[int, tuple[Block, tuple[int, ...]]] = {
     18: (Block.BASIC, (2, 2, 2, 2)),
@@ -171,6 +189,8 @@ class ModelConfig:
                 object.__setattr__(self, "global_pool", GlobalPool(self.global_pool))
             except ValueError:
                 raise ValueError(f"global_pool={self.global_pool!r} is not one of: avg, max, None") from None
+        if isinstance(self.norm_layer, str):
+            object.__setattr__(self, "norm_layer", norm_layer_named(self.norm_layer))
         for name in ("layers", "widths", "replace_stride_with_dilation", "out_indices"):
             value = getattr(self, name)
             if value is not None:

@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from resnets.errors import ResnetsError
+from resnets.safe_pickle import ArrayUnpickler
+
 # Where training checkpoints keep the model's weights, most specific first.
 CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "model_state")
 
 
-class WeightsError(ValueError):
+class WeightsError(ResnetsError, ValueError):
     """A weight file that cannot be read or does not fit the model: one line says why."""
 
 
@@ -98,26 +101,6 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise WeightsError(f"{path}: unreadable or truncated safetensors file ({error})") from None
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays in plain containers and refuses everything else (a pickle can name any callable)."""
-
-    ALLOWED = {
-        ("collections", "OrderedDict"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
-        return super().find_class(module, name)
-
-
 def read_paddle(path: Path) -> dict[str, torch.Tensor]:
     """A `.pdparams` pickle (paddle.save or paddle.static.save) of name -> array; BN statistics that
     paddle.static.save puts in the `.pdopt` beside it are read too."""
@@ -126,7 +109,7 @@ def read_paddle(path: Path) -> dict[str, torch.Tensor]:
         if part != path and (path.suffix != ".pdparams" or not part.exists()):
             continue
         try:
-            obj = _ArrayUnpickler(io.BytesIO(part.read_bytes())).load()
+            obj = ArrayUnpickler(io.BytesIO(part.read_bytes())).load()
         except pickle.UnpicklingError as error:
             raise WeightsError(f"{part}: refused: {error}; nothing in it was run") from None
         except (EOFError, ValueError, TypeError) as error:

@@ -1,0 +1,18 @@
+"""Images in: ImageFolder, tar archives, CIFAR pickles; a uint8 cache, batch augmentation, fixed splits."""
+
+from resnets.data.loaders import FileBatches, TensorBatches, channel_stats, make_batches, normalize, pad_crop_flip
+from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset, stratified_split
+
+__all__ = [
+    "DataError",
+    "FileBatches",
+    "ImageSet",
+    "TensorBatches",
+    "channel_stats",
+    "decode_image",
+    "load_dataset",
+    "make_batches",
+    "normalize",
+    "pad_crop_flip",
+    "stratified_split",
+]

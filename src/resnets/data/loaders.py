@@ -1,0 +1,156 @@
+"""Batches for training and evaluation.
+
+Decoded images are augmented a whole batch at a time on uint8 tensors (the paper's 4-pixel pad, random
+crop and flip), with randomness drawn from (seed, epoch, step): the same run gives the same batches, a
+resumed run continues with exactly the batches it would have seen, and DDP ranks take slices of one
+global batch. Large images go through DataLoader workers with torchvision transforms.
+
+Example:
+    >>> batches = TensorBatches(train, batch_size=128, mean=mean, std=std, augment=True, seed=0)
+    >>> for images, labels in batches.epoch(0): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from resnets.data.sources import ImageSet, decode_image
+
+
+def channel_stats(images: torch.Tensor, sample: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (0..1 scale) of uint8 images, from up to `sample` of them."""
+    step = max(1, len(images) // sample)
+    pixels = images[::step].float().div_(255).permute(1, 0, 2, 3).flatten(1)
+    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).tolist())
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> normalized float32."""
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1) * 255
+    std_t = torch.tensor(std).view(1, -1, 1, 1) * 255
+    return (images.float() - mean_t) / std_t
+
+
+def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """The paper's CIFAR augmentation on a whole uint8 batch: zero-pad, random crop, random horizontal flip."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = dx[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
+
+
+class TensorBatches:
+    """Batches of an in-memory uint8 ImageSet, deterministic in (seed, epoch, step)."""
+
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool,
+        seed: int = 0,
+        shuffle: bool | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.data, self.batch_size, self.mean, self.std = data, batch_size, mean, std
+        self.augment, self.seed = augment, seed
+        self.shuffle = augment if shuffle is None else shuffle
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch`, from batch `start` on (for an exact resume)."""
+        order = torch.arange(len(self.data))
+        if self.shuffle:
+            order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        for step in range(start, len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            images = self.data.images[index]
+            if self.augment:
+                generator = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 1_000_003 + step)
+                images = pad_crop_flip(images, generator)
+            labels = self.data.labels[index]
+            if self.world_size > 1:  # this rank's slice of the global batch
+                images, labels = images.chunk(self.world_size)[self.rank], labels.chunk(self.world_size)[self.rank]
+            yield normalize(images, self.mean, self.std), labels
+
+
+class _FileDataset(Dataset):
+    def __init__(self, data: ImageSet, transform: v2.Transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = decode_image(self.data.files[index], self.data.files[index])
+        return self.transform(image), int(self.data.labels[index])
+
+
+class FileBatches:
+    """Batches of large images decoded by DataLoader workers: random-resized crop and flip for training,
+    resize and center crop for evaluation (torchvision's ImageNet preprocessing)."""
+
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool,
+        image_size: int = 224,
+        seed: int = 0,
+        workers: int = 2,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        resize = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        if not augment:
+            resize = [v2.Resize(int(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
+        self.transform = v2.Compose(
+            [v2.PILToTensor(), *resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        )
+        self.data, self.batch_size, self.augment, self.seed, self.workers = data, batch_size, augment, seed, workers
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.arange(len(self.data))
+        if self.augment:
+            order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        order = order[start * self.batch_size :]
+        if self.world_size > 1:
+            batches = order.split(self.batch_size)
+            order = torch.cat([b.chunk(self.world_size)[self.rank] for b in batches if len(b) >= self.world_size])
+        loader = DataLoader(
+            _FileDataset(self.data, self.transform),
+            batch_size=self.batch_size // self.world_size,
+            sampler=order.tolist(),
+            num_workers=self.workers,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed + epoch),
+        )
+        yield from loader
+
+
+def make_batches(data: ImageSet, batch_size: int, mean, std, augment: bool, image_size: int, seed: int = 0, **kw):
+    """TensorBatches for decoded images, FileBatches for image files."""
+    if data.images is not None:
+        return TensorBatches(data, batch_size, mean, std, augment, seed, **kw)
+    return FileBatches(data, batch_size, mean, std, augment, image_size, seed, **kw)

@@ -1,0 +1,261 @@
+"""Where images come from: an ImageFolder directory, a .tar.gz of one, or CIFAR's pickle batches.
+
+Small images are decoded once into a uint8 tensor (N, 3, H, W) and cached on disk; large ones stay as
+file lists for DataLoader workers.
+
+Example:
+    >>> data = load_dataset("../shared/data/cifar10-train-jpg.tar.gz")
+    >>> data.images.shape, data.classes[:2]
+    (torch.Size([50000, 3, 32, 32]), ['airplane', 'automobile'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from resnets.errors import ResnetsError
+from resnets.safe_pickle import ArrayUnpickler
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SMALL_SIDE = 64  # images up to this side are decoded once into memory; larger ones stream through workers
+CACHE_VERSION = "1"
+
+
+class DataError(ResnetsError, ValueError):
+    """Data that cannot be used: one line says which file or folder and why."""
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """Images with integer labels: decoded (`images`, uint8 N x 3 x H x W) or as `files` for workers."""
+
+    classes: list[str]
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    files: list[str] | None = None
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> ImageSet:
+        files = [self.files[i] for i in indices.tolist()] if self.files is not None else None
+        images = self.images[indices] if self.images is not None else None
+        return ImageSet(self.classes, self.labels[indices], images, files)
+
+
+def decode_image(data: bytes | str | Path, name: str) -> Image.Image:
+    """An RGB image (grayscale, palette and RGBA converted); a clear error naming `name` if unreadable."""
+    try:
+        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{name}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
+    if image.mode == "I;16" or image.mode.startswith("I"):  # 16-bit PNG: scale to 8 bits before RGB
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray((array * (255.0 / max(array.max(), 1.0))).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _folder_entries(root: Path) -> list[tuple[str, str]]:
+    """(relative file name, class) for an ImageFolder directory."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = []
+    for name in classes:
+        for file in sorted((root / name).rglob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                entries.append((str(file), name))
+    return entries
+
+
+def _check_classes(entries: list[tuple[str, str]], where: str) -> list[str]:
+    classes = sorted({label for _, label in entries})
+    if not entries:
+        raise DataError(f"{where}: no images found (expected an ImageFolder layout: {where}/<class>/<image>)")
+    if len(classes) < 2:
+        raise DataError(f"{where}: only one class ({classes[0]}); a classifier needs at least two")
+    return classes
+
+
+def _decode_all(items, classes: list[str], skip_bad: bool, where: str) -> ImageSet:
+    """Decode (name, bytes-or-path, class) items into one uint8 tensor."""
+    index = {name: i for i, name in enumerate(classes)}
+    arrays, labels, skipped = [], [], 0
+    for name, data, label in items:
+        try:
+            arrays.append(np.asarray(decode_image(data, name)))
+        except DataError:
+            if not skip_bad:
+                raise
+            skipped += 1
+            continue
+        labels.append(index[label])
+    if not arrays:
+        raise DataError(f"{where}: no readable images")
+    sizes = Counter(a.shape[:2] for a in arrays)
+    size = sizes.most_common(1)[0][0]
+    if len(sizes) > 1:  # a few odd sizes: resize them to the common one
+        arrays = [a if a.shape[:2] == size else np.asarray(Image.fromarray(a).resize(size[::-1])) for a in arrays]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(classes, torch.tensor(labels), images=images, skipped=skipped)
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        parts = [f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    else:
+        parts = [f"{stat.st_size}:{stat.st_mtime_ns}"]
+    return hashlib.sha256("\n".join([CACHE_VERSION, str(path.resolve()), *parts]).encode()).hexdigest()[:16]
+
+
+def _pack(data: ImageSet | None) -> dict | None:
+    if data is None:
+        return None
+    return dict(classes=data.classes, labels=data.labels, images=data.images, skipped=data.skipped)
+
+
+def _unpack(saved: dict | None) -> ImageSet | None:
+    if saved is None:
+        return None
+    return ImageSet(saved["classes"], saved["labels"], images=saved["images"], skipped=saved["skipped"])
+
+
+def _cached(path: Path, cache_dir: Path | None, build, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
+    """Decode once; later runs read the uint8 tensors from the cache (keyed by the files' names, sizes, times)."""
+    if cache_dir is None:
+        return build()
+    cache = cache_dir / f"{path.name}-{_fingerprint(path)}{'-skip' if skip_bad else ''}.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        return _unpack(saved["train"]), _unpack(saved["val"])
+    train, val = build()
+    if train.images is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(dict(train=_pack(train), val=_pack(val)), temporary)
+        os.replace(temporary, cache)
+    return train, val
+
+
+def _read_tar(path: Path, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
+    """An archive of an ImageFolder (optionally under train/ and val/), read without extracting."""
+    splits: dict[str, list[tuple[str, bytes, str]]] = {"train": [], "val": []}
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive:
+                parts = Path(member.name).parts
+                if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES or len(parts) < 2:
+                    continue
+                split = parts[0] if parts[0] in ("val", "test") and len(parts) >= 3 else "train"
+                data = archive.extractfile(member).read()
+                splits["val" if split != "train" else "train"].append((f"{path}:{member.name}", data, parts[-2]))
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DataError(f"{path}: unreadable archive ({error})") from None
+    classes = _check_classes([(n, c) for n, _, c in splits["train"]], str(path))
+    train = _decode_all(splits["train"], classes, skip_bad, str(path))
+    val = _decode_all(splits["val"], classes, skip_bad, f"{path}:val") if splits["val"] else None
+    return train, val
+
+
+def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) in torchvision's pickle layout."""
+
+    def load(file: Path) -> dict:
+        with file.open("rb") as handle:
+            try:
+                raw = ArrayUnpickler(handle, encoding="bytes").load()
+            except Exception as error:
+                raise DataError(f"{file}: unreadable CIFAR batch ({error})") from None
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+    if (root / "data_batch_1").exists():
+        train_files, test_files = sorted(root.glob("data_batch_*")), [root / "test_batch"]
+        meta, label_key, names_key = load(root / "batches.meta"), "labels", "label_names"
+    else:
+        train_files, test_files = [root / "train"], [root / "test"]
+        meta, label_key, names_key = load(root / "meta"), "fine_labels", "fine_label_names"
+    classes = [c.decode() if isinstance(c, bytes) else c for c in meta[names_key]]
+
+    def read(files: list[Path]) -> ImageSet:
+        batches = [load(f) for f in files]
+        images = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(b[label_key]) for b in batches])
+        return ImageSet(classes, torch.from_numpy(labels).long(), images=torch.from_numpy(images.copy()))
+
+    return read(train_files), read(test_files)
+
+
+def _is_small(files: list[str]) -> bool:
+    with Image.open(files[0]) as first:
+        return max(first.size) <= SMALL_SIDE
+
+
+def load_dataset(
+    path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, skip_bad_images: bool = False
+) -> tuple[ImageSet, ImageSet | None]:
+    """(train, val-or-None) from an ImageFolder dir, a `.tar.gz` of one, or a CIFAR pickle dir.
+
+    A `val/` (or `test/`) folder beside `train/` becomes the validation set; otherwise the caller splits.
+    Unreadable images raise a DataError naming the file, or are skipped and counted with `skip_bad_images`.
+    """
+    path = Path(path)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise DataError(f"{path}: not a folder or a tar archive of images")
+        return _cached(path, cache, lambda: _read_tar(path, skip_bad_images), skip_bad_images)
+    for name in ("cifar-10-batches-py", "cifar-100-python"):
+        if (path / name).is_dir():
+            path = path / name
+    if (path / "data_batch_1").exists() or (path / "meta").exists() and (path / "train").is_file():
+        return _read_cifar_pickles(path)
+    train_root = path / "train" if (path / "train").is_dir() else path
+    val_root = next((path / n for n in ("val", "test") if (path / n).is_dir()), None)
+
+    def folder(root: Path) -> ImageSet:
+        entries = _folder_entries(root)
+        classes = _check_classes(entries, str(root))
+        if not _is_small([f for f, _ in entries]):
+            index = {c: i for i, c in enumerate(classes)}
+            return ImageSet(classes, torch.tensor([index[c] for _, c in entries]), files=[f for f, _ in entries])
+        items = ((f, Path(f), c) for f, c in entries)
+        build = lambda: (_decode_all(items, classes, skip_bad_images, str(root)), None)  # noqa: E731
+        return _cached(root, cache, build, skip_bad_images)[0]
+
+    train = folder(train_root)
+    val = folder(val_root) if val_root is not None else None
+    if val is not None and val.classes != train.classes:
+        raise DataError(f"{val_root}: classes differ from {train_root}'s")
+    return train, val
+
+
+def stratified_split(data: ImageSet, val_fraction: float = 0.1, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """A fixed, stratified hold-out: the same `val_fraction` of every class, chosen by `seed`.
+
+    Example:
+        >>> train, val = stratified_split(cifar10_train)  # 45,000 / 5,000, 500 per class
+    """
+    generator = torch.Generator().manual_seed(seed)
+    train_parts, val_parts = [], []
+    for label in range(len(data.classes)):
+        members = torch.nonzero(data.labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = round(len(members) * val_fraction)
+        val_parts.append(members[:count])
+        train_parts.append(members[count:])
+    train_idx, val_idx = torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
+    return data.subset(train_idx), data.subset(val_idx)

@@ -1,0 +1,117 @@
+"""A trained model with the preprocessing and class names it was trained with: predict files, evaluate data.
+
+Example:
+    >>> predictor = Predictor.load("resnet20", weights="runs/r20/model.safetensors")
+    >>> predictor.predict_files(["cat.png"], topk=3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from resnets.data import DataError, decode_image, load_dataset, make_batches, stratified_split
+from resnets.models import ResNet, get_entry
+from resnets.train.evaluate import evaluate
+from resnets.weights import WeightsError, load_weights, read_state_dict
+from resnets.weights.pretrained import create_model, pretrained_for
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A model in eval mode plus its classes, input size and normalization."""
+
+    model: ResNet
+    classes: list[str]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def load(cls, model_name: str, weights: str | os.PathLike | None = None, pretrained: bool = False) -> Predictor:
+        """The model with its weights; preprocessing and class names come from the weights' metadata."""
+        if (weights is None) == (not pretrained):
+            raise ValueError("give exactly one of --weights FILE or --pretrained")
+        path = pretrained_for(model_name).path if pretrained else Path(weights)
+        tensors, meta = read_state_dict(path)
+        overrides = json.loads(meta.get("model_overrides", "{}"))
+        if "fc.weight" not in tensors:
+            raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
+        num_classes = tensors["fc.weight"].shape[0]
+        classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(num_classes)]
+        model = create_model(model_name, num_classes=num_classes, **overrides)
+        load_weights(model, path)
+        entry = get_entry(model_name)
+        image_size = int(meta.get("image_size", entry.input_size[-1]))
+        mean = tuple(json.loads(meta["mean"])) if "mean" in meta else IMAGENET_MEAN
+        std = tuple(json.loads(meta["std"])) if "std" in meta else IMAGENET_STD
+        return cls(model.eval(), classes, image_size, mean, std)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""
+        size = self.image_size
+        if image.size != (size, size):
+            scale = size / min(image.size) if size <= 64 else (size * 256 / 224) / min(image.size)
+            resized = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+            image = image.resize(resized, Image.BILINEAR)
+            left, top = (image.width - size) // 2, (image.height - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (array - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
+
+    @torch.no_grad()
+    def predict_files(self, files: list[str], topk: int = 5) -> list[dict[str, Any]]:
+        """One result per file, in order: its top-k classes, or the error that kept it from being read."""
+        results: list[dict[str, Any]] = []
+        batch, slots = [], []
+        for file in files:
+            try:
+                if not Path(file).is_file():
+                    raise DataError(f"{file}: no such file")
+                image = decode_image(Path(file), file)
+                if min(image.size) < 2:
+                    raise DataError(f"{file}: image is {image.width}x{image.height}, too small to classify")
+                batch.append(self.preprocess(image))
+                slots.append(len(results))
+                results.append({"file": file})
+            except DataError as error:
+                results.append({"file": file, "error": str(error)})
+        if batch:
+            probabilities = self.model(torch.stack(batch)).softmax(dim=1)
+            k = min(topk, len(self.classes))
+            values, indices = probabilities.topk(k, dim=1)
+            for slot, row_values, row_indices in zip(slots, values, indices, strict=True):
+                results[slot]["top"] = [
+                    {"class": self.classes[i], "probability": round(float(p), 6)}
+                    for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)
+                ]
+        return results
+
+    def evaluate_data(
+        self, data: str | os.PathLike, split: str = "auto", flip: bool = False, val_fraction: float = 0.1, seed: int = 0
+    ) -> dict[str, float]:
+        """Top-1/top-5 on a dataset: its val/test part, the fixed training hold-out (`val`), or all of it."""
+        train_set, val_set = load_dataset(data)
+        if train_set.classes != self.classes and sorted(train_set.classes) == sorted(self.classes):
+            raise DataError(f"{data}: class order differs from the weights'")
+        if len(train_set.classes) != len(self.classes):
+            raise DataError(f"{data}: has {len(train_set.classes)} classes, the weights {len(self.classes)}")
+        if split == "val":
+            chosen = stratified_split(train_set, val_fraction, seed)[1]
+        elif split == "all":
+            chosen = train_set
+        elif split == "auto":
+            chosen = val_set if val_set is not None else train_set
+        else:
+            raise ValueError(f"split {split!r} is not one of auto, val, all")
+        batches = make_batches(chosen, 256, self.mean, self.std, False, self.image_size)
+        return evaluate(self.model, batches, torch.device("cpu"), flip=flip)

@@ -1,0 +1,65 @@
+"""Checkpoints that hold everything needed to continue exactly, written atomically.
+
+Example:
+    >>> state = load_checkpoint(Path("runs/r20/checkpoint.pt"), model, optimizer, scaler)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from resnets.weights.readers import WeightsError
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: dict
+) -> None:
+    """Model, optimizer, scaler, loop position and RNG states; a crash mid-write leaves the previous file."""
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": state,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "python": random.getstate()[1],
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> dict[str, Any]:
+    """Restore a run saved by `save_checkpoint`; returns the loop state (epoch, position, step, history)."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: no checkpoint to resume from")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise WeightsError(f"{path}: unreadable checkpoint ({str(error).splitlines()[0]})") from None
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    numpy_state = np.random.get_state()
+    np.random.set_state((numpy_state[0], payload["rng"]["numpy"].numpy().astype(np.uint32), *numpy_state[2:]))
+    random.setstate((3, tuple(payload["rng"]["python"]), None))
+    return payload["state"]

@@ -1,0 +1,292 @@
+"""The training engine: one loop, read top to bottom. Precision, device, data and distribution are set up
+once, before it; checkpoints hold everything needed to continue exactly.
+
+Example:
+    >>> train("resnet20", "../shared/data/cifar10-train-jpg.tar.gz", "runs/r20", get_recipe("cifar-fast"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from resnets.data import channel_stats, load_dataset, make_batches, stratified_split
+from resnets.errors import ResnetsError
+from resnets.hardware import describe_device, resolve_device, resolve_precision
+from resnets.models import create_model, get_entry
+from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+from resnets.train.evaluate import evaluate
+from resnets.train.recipes import Recipe
+from resnets.weights import save_safetensors
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TrainingError(ResnetsError, RuntimeError):
+    """A run that cannot go on (a non-finite loss): one line says why and what was kept."""
+
+
+@dataclasses.dataclass
+class Distributed:
+    """This process's place in a `torchrun` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def setup(cls, device: torch.device) -> Distributed:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), world_size)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can checkpoint and leave."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
+    if recipe.decay_norm_and_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(
+    model_name: str,
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    recipe: Recipe,
+    model_overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    skip_bad_images: bool = False,
+    stop_after_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train `model_name` on an image folder, archive or CIFAR pickles; write the run to `out_dir`.
+
+    The run directory holds `config.json`, `metrics.jsonl`, `checkpoint.pt` (each epoch and on SIGINT/SIGTERM)
+    and `model.safetensors` (final weights with their classes and preprocessing). `resume=True` continues
+    exactly where the checkpoint stopped. Returns the last epoch's metrics.
+    """
+    # ---- set-up, once -------------------------------------------------------------------------------
+    out = Path(out_dir)
+    entry = get_entry(model_name)  # an unknown name fails before any data is read
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(recipe.precision, torch_device)
+    ranks = Distributed.setup(torch_device)
+    torch.manual_seed(recipe.seed)
+
+    train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
+    if val_set is None:
+        train_set, val_set = stratified_split(train_set, recipe.val_fraction, seed=recipe.seed)
+    small = train_set.images is not None
+    mean, std = channel_stats(train_set.images) if small else (IMAGENET_MEAN, IMAGENET_STD)
+    image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
+    augment = recipe.augment if recipe.augment != "auto" else ("cifar" if small else "imagenet")
+    batches_kw = dict(rank=ranks.rank, world_size=ranks.world_size)
+    if recipe.batch_size % ranks.world_size:
+        raise ValueError(f"batch_size {recipe.batch_size} does not split evenly over {ranks.world_size} processes")
+    train_batches = make_batches(
+        train_set, recipe.batch_size, mean, std, augment != "none", image_size, recipe.seed, **batches_kw
+    )
+    val_batches = make_batches(val_set, 256, mean, std, False, image_size, recipe.seed)
+
+    model = create_model(model_name, num_classes=len(train_set.classes), **(model_overrides or {}))
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(torch_device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(
+        _param_groups(model, recipe),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    scaler = torch.amp.GradScaler(torch_device.type, enabled=dtype == torch.float16)
+    steps_per_epoch = len(train_batches)
+    total_steps = recipe.steps(steps_per_epoch)
+    total_epochs = math.ceil(total_steps / steps_per_epoch)
+
+    state = {"epoch": 0, "position": 0, "step": 0, "history": []}
+    checkpoint_path = out / "checkpoint.pt"
+    if resume:
+        state = load_checkpoint(checkpoint_path, model, optimizer, scaler)
+    elif checkpoint_path.exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    wrapped = nn.parallel.DistributedDataParallel(model) if ranks.world_size > 1 else model
+    step_fn = torch.compile(wrapped) if recipe.compile else wrapped
+
+    run_info = {
+        "model": model_name,
+        "model_overrides": model_overrides or {},
+        "recipe": dataclasses.asdict(recipe),
+        "data": str(data),
+        "classes": train_set.classes,
+        "mean": list(mean),
+        "std": list(std),
+        "image_size": image_size,
+        "device": describe_device(torch_device),
+        "precision": str(dtype).replace("torch.", ""),
+        "world_size": ranks.world_size,
+        "train_images": len(train_set),
+        "val_images": len(val_set),
+    }
+    if ranks.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(run_info, indent=2, default=str))
+        print(f"training {model_name} on {len(train_set)} images ({len(val_set)} held out) | {run_info['device']}")
+        print(f"precision {run_info['precision']}, channels_last {recipe.channels_last} | {recipe.describe()}")
+    writer = _tensorboard(out) if ranks.is_main and recipe.tensorboard else None
+
+    def checkpoint(epoch: int, position: int) -> None:
+        if ranks.is_main:
+            save_checkpoint(checkpoint_path, model, optimizer, scaler, dict(state, epoch=epoch, position=position))
+
+    autocast = torch.autocast(torch_device.type, dtype=dtype, enabled=dtype != torch.float32)
+    depth = model.config.depth
+    # ---- the loop -------------------------------------------------------------------------------------
+    with StopRequest() as stop:
+        for epoch in range(state["epoch"], total_epochs):
+            wrapped.train()
+            started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            bar = tqdm(
+                total=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
+                initial=state["position"],
+                desc=f"epoch {epoch + 1}/{total_epochs}",
+                disable=not (progress and ranks.is_main),
+                leave=False,
+            )
+            for position, (images, labels) in enumerate(
+                train_batches.epoch(epoch, start=state["position"]), start=state["position"]
+            ):
+                if state["step"] >= total_steps:
+                    break
+                lr = recipe.lr_at(state["step"], steps_per_epoch, depth)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images = images.to(torch_device, memory_format=memory_format, non_blocking=True)
+                labels = labels.to(torch_device, non_blocking=True)
+                with autocast:
+                    logits = step_fn(images)
+                loss = criterion(logits.float(), labels)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at step {state['step']} (epoch {epoch + 1}); stopped, "
+                        f"the last good checkpoint is kept at {checkpoint_path}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                state["step"] += 1
+                seen += len(labels)
+                loss_sum += loss.item() * len(labels)
+                correct += (logits.argmax(1) == labels).sum().item()
+                rate = seen / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+                bar.update()
+                if ranks.is_main and not progress and recipe.log_every and (position + 1) % recipe.log_every == 0:
+                    print(
+                        f"epoch {epoch + 1} batch {position + 1}/{steps_per_epoch} loss {loss.item():.4f} lr {lr:.4g}"
+                    )
+                stop_now = stop.signal is not None or state["step"] == stop_after_steps
+                if stop_now:
+                    checkpoint(epoch, position + 1)
+                    bar.close()
+                    reason = f"signal {stop.signal}" if stop.signal else f"stop_after_steps={stop_after_steps}"
+                    if ranks.is_main:
+                        print(f"stopped at step {state['step']} ({reason}); continue with --resume")
+                    return {"stopped": True, "step": state["step"], **({"signal": stop.signal} if stop.signal else {})}
+            bar.close()
+            seconds = time.perf_counter() - started
+            metrics = evaluate(model, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
+            record = {
+                "epoch": epoch + 1,
+                "step": state["step"],
+                "lr": lr,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_top1": correct / max(seen, 1),
+                "val_loss": metrics["loss"],
+                "val_top1": metrics["top1"],
+                "val_top5": metrics["top5"],
+                "epoch_seconds": seconds,
+                "img_per_s": seen * ranks.world_size / seconds,
+            }
+            state["history"].append(record)
+            state["position"] = 0
+            if ranks.is_main:
+                with (out / "metrics.jsonl").open("a") as file:
+                    file.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for key, value in record.items():
+                        writer.add_scalar(key, value, record["step"])
+                print(
+                    f"epoch {epoch + 1}/{total_epochs}  train loss {record['train_loss']:.4f} "
+                    f"acc {record['train_top1']:.4f}  val loss {record['val_loss']:.4f} "
+                    f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
+                    f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
+                )
+            checkpoint(epoch + 1, 0)
+    # ---- the result -----------------------------------------------------------------------------------
+    final = state["history"][-1] if state["history"] else {}
+    if ranks.is_main:
+        metadata = {
+            "model": model_name,
+            "model_overrides": json.dumps(model_overrides or {}, default=str),
+            "classes": json.dumps(train_set.classes),
+            "mean": json.dumps(list(mean)),
+            "std": json.dumps(list(std)),
+            "image_size": str(image_size),
+            "recipe": recipe.name,
+            "val_top1": str(final.get("val_top1", "")),
+        }
+        save_safetensors(model.state_dict(), out / "model.safetensors", metadata)
+    if writer is not None:
+        writer.close()
+    return final
+
+
+def _tensorboard(out: Path):
+    with contextlib.suppress(ImportError):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(out / "tensorboard"))
+    return None

@@ -1,0 +1,51 @@
+"""Figures of a run: loss, train/val error and learning rate per epoch, from its metrics.jsonl.
+
+Example:
+    >>> plot_run("runs/r20")  # writes runs/r20/curves.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a run directory of `resnets train`?)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: no epoch finished yet")
+    return rows
+
+
+def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Three panels side by side; returns the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    epochs = [r["epoch"] for r in rows]
+    figure, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
+    loss_ax.set(title="loss", xlabel="epoch")
+    error_ax.plot(epochs, [100 * (1 - r["train_top1"]) for r in rows], label="train")
+    error_ax.plot(epochs, [100 * (1 - r["val_top1"]) for r in rows], label="validation")
+    error_ax.set(title="top-1 error (%)", xlabel="epoch")
+    lr_ax.plot(epochs, [r["lr"] for r in rows])
+    lr_ax.set(title="learning rate (end of epoch)", xlabel="epoch")
+    for axis in (loss_ax, error_ax):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    lr_ax.grid(alpha=0.3)
+    figure.suptitle(str(run_dir))
+    figure.tight_layout()
+    path = Path(out) if out else Path(run_dir) / "curves.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

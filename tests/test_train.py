@@ -1,0 +1,180 @@
+"""The training engine on the embedded CIFAR-10 sample: runs, resumes exactly, survives signals, scales with DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnets.cli import main
+from resnets.models import create_model
+from resnets.train import TrainingError, get_recipe, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
+# A small, fast configuration: an 8-layer CIFAR ResNet, 1,000 images, batch 60 (15 full batches of 900).
+TINY = dict(batch_size=60, epochs=2, warmup_iterations=5, log_every=0)
+
+
+def tiny_recipe(**fields):
+    return get_recipe("cifar-fast", **{**TINY, **fields})
+
+
+def weights_of(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_paper_recipe_schedule_matches_section_4_2():
+    recipe = get_recipe("cifar-paper")
+    steps_per_epoch = 352  # 45,000 / 128
+    assert recipe.steps(steps_per_epoch) == 64_000
+    assert recipe.lr_at(0, steps_per_epoch, depth=110) == 0.01  # warm-up for 110 layers
+    assert recipe.lr_at(399, steps_per_epoch, depth=110) == 0.01
+    assert recipe.lr_at(400, steps_per_epoch, depth=110) == 0.1
+    assert recipe.lr_at(0, steps_per_epoch, depth=20) == 0.1  # no warm-up for shallow nets
+    assert recipe.lr_at(31_999, steps_per_epoch, depth=20) == pytest.approx(0.1)
+    assert recipe.lr_at(32_000, steps_per_epoch, depth=20) == pytest.approx(0.01)
+    assert recipe.lr_at(48_000, steps_per_epoch, depth=20) == pytest.approx(0.001)
+    imagenet = get_recipe("imagenet-paper")
+    assert (imagenet.batch_size, imagenet.epochs, imagenet.weight_decay) == (256, 90, 1e-4)
+    assert imagenet.lr_at(30 * 5005, 5005) == pytest.approx(0.01)
+
+
+def test_fast_recipe_warms_up_then_decays_to_zero():
+    recipe = get_recipe("cifar-fast")
+    lrs = [recipe.lr_at(step, 352) for step in range(recipe.steps(352))]
+    assert max(lrs) == pytest.approx(recipe.lr, rel=1e-3)
+    assert lrs[0] < lrs[recipe.warmup_iterations - 1]
+    assert lrs[-1] < 1e-3 * recipe.lr
+    with pytest.raises(ValueError, match="unknown recipe 'fastest'"):
+        get_recipe("fastest")
+
+
+def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    final = train("resnet20", SAMPLE, run, tiny_recipe(), {"depth": 8}, cache_dir=tmp_path, progress=False)
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "model.safetensors"}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1] == final
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train_images"], config["val_images"]) == (900, 100)
+    assert config["precision"] in ("float32", "bfloat16")
+
+    weights = str(run / "model.safetensors")
+    capsys.readouterr()  # the training log
+    assert (
+        main(["eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE), "--split", "val", "--json"])
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 100 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+
+    assert main(["plot", str(run)]) == 0
+    assert (run / "curves.png").stat().st_size > 10_000
+
+
+def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
+    run = tmp_path / "run"
+    final = train(
+        "resnet20",
+        SAMPLE,
+        run,
+        tiny_recipe(epochs=1, eval_flip=False),
+        {"depth": 8},
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    weights = str(run / "model.safetensors")
+    capsys.readouterr()  # the training log
+    assert (
+        main(["eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE), "--split", "val", "--json"])
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["top1"] == pytest.approx(final["val_top1"])
+    assert metrics["loss"] == pytest.approx(final["val_loss"], rel=1e-4)
+
+
+def test_resume_continues_exactly(tmp_path):
+    recipe = tiny_recipe(epochs=2)
+    kwargs = dict(model_overrides={"depth": 8, "drop_path_rate": 0.1}, cache_dir=tmp_path, progress=False)
+    train("resnet20", SAMPLE, tmp_path / "straight", recipe, **kwargs)
+    stopped = train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs)
+    assert stopped == {"stopped": True, "step": 7}
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="already holds a run"):
+        train("resnet20", SAMPLE, tmp_path / "resumed", recipe, **kwargs)
+    train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
+    straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tmp_path):
+    args = ["--model", "resnet20", "--data", str(SAMPLE), "--recipe", "cifar-fast", "--set", "depth=8"]
+    args += ["--batch-size", "60", "--epochs", "3", "--warmup-iterations", "5", "--cache-dir", str(tmp_path)]
+    args += ["--no-progress", "--log-every", "1"]
+    command = [sys.executable, "-m", "resnets.cli", "train", *args]
+    process = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until it is mid-way through the second epoch
+        if line.startswith("epoch 2 batch 3/"):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = process.stdout.read()
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "stopped at step" in output and "continue with --resume" in output
+    subprocess.run([*command, "--out", str(tmp_path / "killed"), "--resume"], check=True, capture_output=True)
+    subprocess.run([*command, "--out", str(tmp_path / "straight")], check=True, capture_output=True)
+    straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "killed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
+    train("resnet20", SAMPLE, run, tiny_recipe(epochs=1), **kwargs)
+    good = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf).*last good checkpoint is kept"):
+        train("resnet20", SAMPLE, run, tiny_recipe(epochs=3, lr=1e12, warmup_iterations=0), resume=True, **kwargs)
+    assert (run / "checkpoint.pt").read_bytes() == good
+
+
+def test_two_ddp_processes_match_one_with_the_same_global_batch(tmp_path):
+    # GroupNorm: BatchNorm's statistics depend on the per-process batch, GroupNorm's do not. A few small steps:
+    # longer runs of this tiny net amplify float rounding (1 vs 2 threads differ by 1e-4 after 15 steps).
+    common = ["--model", "resnet20", "--data", str(SAMPLE), "--recipe", "cifar-fast", "--cache-dir", str(tmp_path)]
+    common += ["--set", "depth=8", "norm_layer=group", "--batch-size", "60", "--iterations", "4", "--lr", "0.01"]
+    common += ["--warmup-iterations", "0", "--no-progress", "--log-every", "0", "--precision", "fp32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
+    ddp_run = [*torchrun, "-m", "resnets.cli", "train", *common, "--out", str(tmp_path / "ddp")]
+    subprocess.run(ddp_run, check=True, env=env, capture_output=True)
+    one_run = [sys.executable, "-m", "resnets.cli", "train", *common, "--out", str(tmp_path / "one")]
+    subprocess.run(one_run, check=True, env=env, capture_output=True)
+    ddp, one = weights_of(tmp_path / "ddp"), weights_of(tmp_path / "one")
+    for key in one:
+        torch.testing.assert_close(ddp[key], one[key], rtol=0, atol=1e-6)
+    torch.manual_seed(0)
+    initial = create_model("resnet20", depth=8, norm_layer="group").state_dict()
+    assert (one["conv1.weight"] - initial["conv1.weight"]).abs().max() > 1e-4  # training moved the weights
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["world_size"] == 2
+
+
+def test_train_cli_errors_are_one_line(tmp_path, capsys):
+    assert (
+        main(["train", "--model", "resnet20", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    )
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet21", "--data", str(SAMPLE), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown model 'resnet21'" in capsys.readouterr().err
+    assert (
+        main(["train", "--model", "resnet20", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--recipe", "x"])
+        == 2
+    )
+    assert "unknown recipe 'x'" in capsys.readouterr().err
