@@ -1,0 +1,148 @@
+"""Data sources, the fixed split, batch augmentation, and bad images named in one-line errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnets.cli import main
+from resnets.data import DataError, TensorBatches, load_dataset, pad_crop_flip, stratified_split
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
+FULL = ROOT.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+
+
+def make_folder(root: Path, classes=("cat", "dog"), per_class=4, size=32, mode="RGB") -> Path:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(array).convert(mode).save(root / name / f"{i}.png")
+    return root
+
+
+def test_sample_archive_reads_as_a_stratified_cifar_sample(tmp_path):
+    train, val = load_dataset(SAMPLE, cache_dir=tmp_path)
+    assert val is None and train.images.shape == (1000, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert train.classes[:3] == ["airplane", "automobile", "bird"]
+    assert torch.bincount(train.labels).tolist() == [100] * 10
+    again, _ = load_dataset(SAMPLE, cache_dir=tmp_path)  # from the cache
+    assert torch.equal(again.images, train.images) and list(tmp_path.glob("*.pt"))
+
+
+def test_full_cifar10_split_is_fixed_and_stratified():
+    train, _ = load_dataset(FULL, cache_dir=Path.home() / ".cache" / "resnets")
+    fit, val = stratified_split(train, 0.1, seed=0)
+    assert (len(fit), len(val)) == (45_000, 5_000)
+    assert torch.bincount(val.labels).tolist() == [500] * 10
+    _, val_again = stratified_split(train, 0.1, seed=0)
+    assert torch.equal(val.images, val_again.images)
+
+
+def test_grayscale_rgba_and_palette_images_become_rgb(tmp_path):
+    make_folder(tmp_path / "a", classes=("x",), mode="L")
+    make_folder(tmp_path / "a", classes=("y",), mode="RGBA")
+    make_folder(tmp_path / "a", classes=("z",), mode="P")
+    train, _ = load_dataset(tmp_path / "a")
+    assert train.images.shape == (12, 3, 32, 32)
+
+
+def test_val_folder_is_used_when_present(tmp_path):
+    make_folder(tmp_path / "d" / "train")
+    make_folder(tmp_path / "d" / "val", per_class=2)
+    train, val = load_dataset(tmp_path / "d")
+    assert (len(train), len(val)) == (8, 4) and val.classes == train.classes
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+    root = make_folder(tmp_path / "d")
+    (root / "cat" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"broken.png: unreadable image"):
+        load_dataset(root)
+    train, _ = load_dataset(root, skip_bad_images=True)
+    assert len(train) == 8 and train.skipped == 1
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [("empty", "no images found"), ("one_class", "only one class")],
+)
+def test_empty_or_one_class_folder_is_a_clear_error(tmp_path, layout, message):
+    root = tmp_path / "d"
+    root.mkdir()
+    if layout == "one_class":
+        make_folder(root, classes=("cat",))
+    with pytest.raises(DataError, match=message):
+        load_dataset(root)
+
+
+def test_cifar_pickle_layout(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": list(range(10)) * 2}
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    train, test = load_dataset(tmp_path)
+    assert (len(train), len(test)) == (100, 20) and train.classes[0] == "c0"
+    assert train.images.shape == (100, 3, 32, 32)
+
+
+def test_pad_crop_flip_takes_a_crop_of_the_padded_image():
+    images = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    out = pad_crop_flip(images, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for i in range(16):
+        crops = [padded[i, :, y : y + 32, x : x + 32] for y in range(9) for x in range(9)]
+        assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(2)) for c in crops)
+    flips = sum(
+        not any(torch.equal(out[i], padded[i, :, y : y + 32, x : x + 32]) for y in range(9) for x in range(9))
+        for i in range(16)
+    )
+    assert 0 < flips < 16
+
+
+def test_batches_are_deterministic_and_resumable():
+    train, _ = load_dataset(SAMPLE)
+    batches = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)
+    full = list(batches.epoch(2))
+    tail = list(batches.epoch(2, start=4))
+    assert len(full) == 10 and all(torch.equal(a[0], b[0]) for a, b in zip(full[4:], tail, strict=True))
+    assert not torch.equal(full[0][0], next(iter(batches.epoch(3)))[0])
+
+
+def test_predict_names_each_bad_file_and_classifies_the_rest(tmp_path, capsys):
+    from resnets.weights import save_safetensors
+
+    model = __import__("resnets").create_model("resnet20", depth=8)
+    meta = {"classes": json.dumps([f"c{i}" for i in range(10)]), "mean": "[0.5,0.5,0.5]", "std": "[0.25,0.25,0.25]"}
+    meta["model_overrides"] = json.dumps({"depth": 8})
+    weights = save_safetensors(model.state_dict(), tmp_path / "w.safetensors", meta)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(good)
+    text = tmp_path / "text.jpg"
+    text.write_text("this is not a picture")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)).save(deep)
+    missing = tmp_path / "missing.jpg"
+    files = [str(p) for p in (good, text, tiny, deep, missing)]
+    status = main(["predict", "--model", "resnet20", "--weights", str(weights), "--json", *files])
+    captured = capsys.readouterr()
+    results = {Path(r["file"]).name: r for r in json.loads(captured.out)}
+    assert status == 1
+    assert "top" in results["good.png"] and "top" in results["deep.png"]  # 16-bit PNGs are scaled to 8 bits
+    assert "unreadable image" in results["text.jpg"]["error"]
+    assert "too small" in results["tiny.png"]["error"]
+    assert "no such file" in results["missing.jpg"]["error"]
+    assert len(captured.err.strip().splitlines()) == 3
