@@ -46,6 +46,11 @@ splits: auto (the data's val/test part, else all of it), val (the fixed stratifi
     "plot": """examples:
   resnets plot runs/r20                  writes runs/r20/curves.png
   resnets plot runs/r20 --out curves.png""",
+    "bench": """examples:
+  resnets bench resnet50 --batch-size 16 --mode both --peers torchvision,timm,onnxruntime
+  resnets bench resnet20 resnet56 --batch-size 128 --mode train --iters 20 --json
+  resnets bench resnet50 --dtype bf16 --peers torchvision     (bf16 is fast only where the CPU has it natively)
+  resnets bench --sweep depth --mode infer --iters 10 --plot depth.png""",
 }
 
 
@@ -205,6 +210,41 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {plot_run(args.run_dir, args.out)}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from resnets.bench.timing import benchmark, format_rows, sweep_models
+    from resnets.hardware import cpu_has_native_bf16, describe_device, resolve_device
+
+    models = args.models or (sweep_models(args.sweep) if args.sweep == "depth" else [])
+    if not models:
+        raise CliError("name at least one model (or use --sweep depth)")
+    batch_sizes = args.batch_size or ([1, 2, 4, 8, 16, 32, 64] if args.sweep == "batch" else [16])
+    device = resolve_device(args.device)
+    if args.dtype == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        print("note: this CPU has no native BF16 (no AVX-512 BF16 or AMX): bf16 is emulated here and slower than fp32")
+    if not args.json:
+        print(f"device: {describe_device(device)}; warm-up {args.warmup}, timed {args.iters} steps per engine")
+    peers = [p for p in (args.peers or "").split(",") if p]
+    rows = benchmark(
+        models,
+        batch_sizes,
+        mode=args.mode,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        compile_model=args.compile,
+        device=args.device,
+        peers=peers,
+        warmup=args.warmup,
+        iters=args.iters,
+    )
+    print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) if args.json else format_rows(rows))
+    if args.plot:
+        from resnets.bench.timing import plot_rows
+
+        print(f"wrote {plot_rows(rows, args.plot, by='batch_size' if args.sweep == 'batch' else 'model')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -272,6 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.choices["predict"]
     predict.add_argument("images", nargs="+")
     predict.add_argument("--topk", type=int, default=5)
+
+    bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")
+    bench.add_argument("models", nargs="*")
+    bench.add_argument("--batch-size", type=int, nargs="+")
+    bench.add_argument("--mode", default="both", choices=["infer", "train", "both"])
+    bench.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    bench.add_argument("--compile", action="store_true", help="torch.compile our model (inductor)")
+    bench.add_argument("--device", default="cpu", help="cpu | cuda")
+    bench.add_argument("--peers", default="", help="comma-separated: torchvision,timm,onnxruntime")
+    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--iters", type=int, default=100)
+    bench.add_argument("--sweep", choices=["depth", "batch"], help="a scaling view over depth or batch size")
+    bench.add_argument("--plot", help="PNG of img/s and achieved GFLOP/s")
+    bench.add_argument("--json", action="store_true")
 
     plot = add("plot", cmd_plot, "loss, error and learning-rate curves of a run, as PNG")
     plot.add_argument("run_dir")

@@ -1,0 +1,151 @@
+"""Training throughput of `resnets train`'s engine against a plain PyTorch loop, in one process.
+
+The baseline is seed 001's loop written correctly: fp32, NCHW, a torchvision DataLoader with per-image transforms
+(pad-4 random crop and flip for CIFAR; random-resized crop and flip at 224), SGD with momentum, cross-entropy.
+Our engine runs with its defaults (batch augmentation on a uint8 tensor for small images, channels_last, bf16
+where the CPU has it natively). The two alternate, a few rounds each, so that a noisy machine hurts both alike;
+the figure is the median img/s of each and their ratio.
+
+Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from resnets.data import load_dataset
+from resnets.hardware import describe_device
+from resnets.models import create_model
+from resnets.train import get_recipe, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
+
+
+class PilImages(Dataset):
+    """Decoded CIFAR images as PIL, transformed one by one (what torchvision.datasets.CIFAR10 does)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        self.images, self.labels, self.transform = images.permute(0, 2, 3, 1).numpy(), labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def plain_loop(model_name: str, loader: DataLoader, steps: int) -> float:
+    """img/s of the textbook loop over `steps` batches (after two warm-up batches)."""
+    model = create_model(model_name, num_classes=10).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    seen, started = 0, None
+    for step, (images, labels) in enumerate(loader):
+        if step == 2:
+            seen, started = 0, time.perf_counter()
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(labels)
+        if step == steps + 1:
+            break
+    return seen / (time.perf_counter() - started)
+
+
+def engine(model_name: str, data: Path, steps: int, workdir: Path, **recipe_fields) -> float:
+    """img/s that `resnets train` reports for a run of `steps` steps (its first epoch, warm-up included)."""
+    out = Path(tempfile.mkdtemp(dir=workdir))
+    recipe = get_recipe("cifar-fast", iterations=steps, eval_flip=False, log_every=0, **recipe_fields)
+    final = train(model_name, data, out, recipe, cache_dir=workdir / "cache", progress=False)
+    return final["img_per_s"]
+
+
+def make_large_folder(root: Path, per_class: int = 24, size: int = 256) -> Path:
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        (root / f"class{index}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(array).save(root / f"class{index}" / f"{i}.jpg", quality=90)
+    return root
+
+
+def compare(name: str, run_plain, run_ours, rounds: int) -> None:
+    plain, ours = [], []
+    for _ in range(rounds):
+        plain.append(run_plain())
+        ours.append(run_ours())
+    p, o = statistics.median(plain), statistics.median(ours)
+    print(f"{name:<28} plain loop {p:7.1f} img/s   resnets train {o:7.1f} img/s   ratio {o / p:4.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--skip-resnet50", action="store_true")
+    args = parser.parse_args()
+    print(f"device: {describe_device()}; torch {torch.__version__}")
+    workdir = Path(tempfile.mkdtemp())
+
+    train_set, _ = load_dataset(SAMPLE)
+    cifar_transform = v2.Compose(
+        [
+            v2.RandomCrop(32, padding=4),
+            v2.RandomHorizontalFlip(),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]),
+        ]
+    )
+    cifar_loader = DataLoader(
+        PilImages(train_set.images, train_set.labels, cifar_transform),
+        batch_size=128,
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+    )
+    compare(
+        "resnet20, 32x32, batch 128",
+        lambda: plain_loop("resnet20", cifar_loader, args.steps),
+        lambda: engine("resnet20", SAMPLE, args.steps, workdir),
+        args.rounds,
+    )
+    if not args.skip_resnet50:
+        folder = make_large_folder(workdir / "large")
+        imagenet_transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(224, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.PILToTensor(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )
+        large_loader = DataLoader(
+            datasets.ImageFolder(str(folder), imagenet_transform), batch_size=16, shuffle=True, num_workers=2
+        )
+        steps = max(4, args.steps // 6)
+        compare(
+            "resnet50, 224x224, batch 16",
+            lambda: plain_loop("resnet50", large_loader, steps),
+            lambda: engine("resnet50", folder, steps, workdir, batch_size=16, val_fraction=0.1),
+            args.rounds,
+        )
+
+
+if __name__ == "__main__":
+    main()

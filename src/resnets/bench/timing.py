@@ -1,0 +1,284 @@
+"""Seed 002's benchmark for any model: forward (inference) and forward-backward-step (training) time per batch,
+burn-in steps, then timed steps reported as mean ± sd and median, with peer engines in the same process.
+
+Engines run interleaved, one timed step each in turn, so that a noisy shared machine slows all of them alike and
+their ratios hold.
+
+Example:
+    >>> rows = benchmark(["resnet50"], batch_sizes=[16], mode="both", peers=["torchvision"], iters=20)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from resnets.hardware import cpu_has_native_bf16, cpu_name, resolve_device
+from resnets.models import create_model, get_entry
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass
+class BenchRow:
+    """One engine, model, mode, dtype and batch size: its timings."""
+
+    engine: str
+    model: str
+    mode: str
+    dtype: str
+    batch_size: int
+    channels_last: bool
+    img_per_s: float
+    ms_mean: float
+    ms_std: float
+    ms_median: float
+    peak_memory_mb: float | None
+    device: str
+    cpu: str
+    threads: int
+    bf16_native: bool
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy with every BatchNorm folded into the conv before it (torch.fx's own fuser)."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model.eval())
+
+
+class Step:
+    """One engine's unit of work: a callable that runs one batch (and, for training, a backward and SGD step)."""
+
+    def __init__(self, engine: str, run: Callable[[], object], channels_last: bool, dtype: str) -> None:
+        self.engine, self.run, self.channels_last, self.dtype = engine, run, channels_last, dtype
+
+
+def _torch_step(
+    engine: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    mode: str,
+    dtype: torch.dtype,
+    channels_last: bool,
+    compile_model: bool = False,
+) -> Step:
+    device = x.device
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.to(memory_format=memory_format)
+    if mode == "infer":
+        model = model.eval()
+        if engine == "resnets":
+            model = fold_batchnorm(model)
+    model = model.to(device, memory_format=memory_format)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    runner = torch.compile(model) if compile_model else model
+    if mode == "infer":
+
+        def run() -> object:
+            with torch.inference_mode(), autocast:
+                return runner(x)
+
+    else:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        labels = torch.zeros(len(x), dtype=torch.long, device=device)
+
+        def run() -> object:
+            with autocast:
+                loss = nn.functional.cross_entropy(runner(x).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+    name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16")
+    return Step(engine, run, channels_last, name.replace("float16", "fp16"))
+
+
+def _onnxruntime_step(model_name: str, x: torch.Tensor) -> Step:
+    import io
+
+    import onnxruntime
+
+    model = create_model(model_name).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (x,), buffer, input_names=["x"], output_names=["y"], dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    array = x.numpy()
+    return Step("onnxruntime", lambda: session.run(None, {"x": array}), False, "fp32")
+
+
+def _peer_model(engine: str, model_name: str) -> nn.Module:
+    if engine == "torchvision":
+        import torchvision
+
+        if not hasattr(torchvision.models, model_name):
+            raise ValueError(f"torchvision has no {model_name!r}")
+        return getattr(torchvision.models, model_name)(weights=None)
+    if engine == "timm":
+        import timm
+
+        return timm.create_model(model_name, pretrained=False)
+    raise ValueError(f"unknown peer {engine!r}; choose from torchvision, timm, onnxruntime")
+
+
+def build_steps(
+    model_name: str,
+    batch_size: int,
+    mode: str,
+    dtype: str,
+    channels_last: bool,
+    compile_model: bool,
+    device: torch.device,
+    peers: list[str],
+) -> list[Step]:
+    """Our engine as asked, and each peer in its own default configuration (eager, fp32, NCHW)."""
+    entry = get_entry(model_name)
+    x = torch.randn(batch_size, *entry.input_size, device=device)
+    steps = [_torch_step("resnets", create_model(model_name), x, mode, DTYPES[dtype], channels_last, compile_model)]
+    for peer in peers:
+        if peer == "onnxruntime":
+            if mode == "infer" and device.type == "cpu":
+                steps.append(_onnxruntime_step(model_name, x))
+            continue
+        steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, torch.float32, False))
+    return steps
+
+
+def time_steps(steps: list[Step], warmup: int, iters: int, device: torch.device) -> list[list[float]]:
+    """Seconds per step for each engine, interleaved: warm-up rounds, then `iters` timed rounds."""
+
+    def once(step: Step) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        step.run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    for _ in range(warmup):
+        for step in steps:
+            once(step)
+    times = [[] for _ in steps]
+    for _ in range(iters):
+        for index, step in enumerate(steps):
+            times[index].append(once(step))
+    return times
+
+
+def benchmark(
+    models: list[str],
+    batch_sizes: list[int],
+    mode: str = "both",
+    dtype: str = "fp32",
+    channels_last: bool = True,
+    compile_model: bool = False,
+    device: str = "cpu",
+    peers: list[str] | None = None,
+    warmup: int = 10,
+    iters: int = 100,
+) -> list[BenchRow]:
+    """Rows of timings: ours and each peer, for every model, batch size and mode."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    torch_device = resolve_device(device)
+    modes = ["infer", "train"] if mode == "both" else [mode]
+    rows = []
+    for model_name in models:
+        for batch_size in batch_sizes:
+            for current in modes:
+                steps = build_steps(
+                    model_name, batch_size, current, dtype, channels_last, compile_model, torch_device, peers or []
+                )
+                if torch_device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(torch_device)
+                times = time_steps(steps, warmup, iters, torch_device)
+                peak = torch.cuda.max_memory_allocated(torch_device) / 2**20 if torch_device.type == "cuda" else None
+                for step, seconds in zip(steps, times, strict=True):
+                    mean = statistics.fmean(seconds)
+                    rows.append(
+                        BenchRow(
+                            engine=step.engine,
+                            model=model_name,
+                            mode=current,
+                            dtype=step.dtype,
+                            batch_size=batch_size,
+                            channels_last=step.channels_last,
+                            img_per_s=batch_size / mean,
+                            ms_mean=1000 * mean,
+                            ms_std=1000 * (statistics.stdev(seconds) if len(seconds) > 1 else 0.0),
+                            ms_median=1000 * statistics.median(seconds),
+                            peak_memory_mb=peak,
+                            device=str(torch_device),
+                            cpu=cpu_name(),
+                            threads=torch.get_num_threads(),
+                            bf16_native=cpu_has_native_bf16(),
+                        )
+                    )
+    return rows
+
+
+def format_rows(rows: list[BenchRow]) -> str:
+    """A table with each row's speed relative to the first peer (or ours) of its group."""
+    lines = [
+        f"{'engine':<12} {'model':<18} {'mode':<6} {'dtype':<5} {'batch':>5} {'CL':>3} {'img/s':>8} "
+        f"{'ms mean ± sd':>18} {'median':>8} {'vs base':>8}"
+    ]
+    base: dict[tuple, float] = {}
+    for row in rows:
+        key = (row.model, row.mode, row.batch_size)
+        if row.engine != "resnets" and key not in base:
+            base[key] = row.img_per_s
+    for row in rows:
+        key = (row.model, row.mode, row.batch_size)
+        ratio = f"{row.img_per_s / base[key]:.2f}x" if key in base else ""
+        lines.append(
+            f"{row.engine:<12} {row.model:<18} {row.mode:<6} {row.dtype:<5} {row.batch_size:>5} "
+            f"{'y' if row.channels_last else 'n':>3} {row.img_per_s:>8.1f} {row.ms_mean:>9.1f} ± {row.ms_std:<6.1f} "
+            f"{row.ms_median:>8.1f} {ratio:>8}"
+        )
+    return "\n".join(lines)
+
+
+def sweep_models(kind: str) -> list[str]:
+    """The depths a scaling view covers: ImageNet 18 to 152."""
+    return ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"] if kind == "depth" else []
+
+
+def plot_rows(rows: list[BenchRow], path: str, by: str = "model") -> str:
+    """img/s and achieved GFLOP/s of our rows against depth or batch size, one line per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from resnets.bench.profile import profile
+
+    ours = [r for r in rows if r.engine == "resnets"]
+    figure, (speed, flops) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in sorted({r.mode for r in ours}):
+        selected = [r for r in ours if r.mode == mode]
+        labels = [str(getattr(r, by)) for r in selected]
+        # training costs about three forward passes: forward, and a backward of twice its work
+        factor = 2 * (3 if mode == "train" else 1)
+        achieved = [r.img_per_s * factor * profile(r.model).macs / 1e9 for r in selected]
+        speed.plot(labels, [r.img_per_s for r in selected], marker="o", label=mode)
+        flops.plot(labels, achieved, marker="o", label=mode)
+    speed.set(title="images per second", xlabel=by)
+    flops.set(title="achieved GFLOP/s", xlabel=by)
+    for axis in (speed, flops):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
