@@ -49,6 +49,13 @@ def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int
     return padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
 
 
+def epoch_order(length: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The order of the examples in `epoch`: a permutation fixed by (seed, epoch), or the identity."""
+    if not shuffle:
+        return torch.arange(length)
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
 class TensorBatches:
     """Batches of an in-memory uint8 ImageSet, deterministic in (seed, epoch, step)."""
 
@@ -74,9 +81,7 @@ class TensorBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from batch `start` on (for an exact resume)."""
-        order = torch.arange(len(self.data))
-        if self.shuffle:
-            order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        order = epoch_order(len(self.data), self.seed, epoch, self.shuffle)
         for step in range(start, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images = self.data.images[index]
@@ -131,10 +136,7 @@ class FileBatches:
         return -(-len(self.data) // self.batch_size)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.arange(len(self.data))
-        if self.augment:
-            order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-        order = order[start * self.batch_size :]
+        order = epoch_order(len(self.data), self.seed, epoch, self.augment)[start * self.batch_size :]
         if self.world_size > 1:
             batches = order.split(self.batch_size)
             order = torch.cat([b.chunk(self.world_size)[self.rank] for b in batches if len(b) >= self.world_size])
