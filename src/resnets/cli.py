@@ -51,6 +51,11 @@ splits: auto (the data's val/test part, else all of it), val (the fixed stratifi
   resnets bench resnet20 resnet56 --batch-size 128 --mode train --iters 20 --json
   resnets bench resnet50 --dtype bf16 --peers torchvision     (bf16 is fast only where the CPU has it natively)
   resnets bench --sweep depth --mode infer --iters 10 --plot depth.png""",
+    "export": """examples:
+  resnets export --model resnet20 --weights runs/r20/model.safetensors --format onnx --out resnet20.onnx
+  resnets export --model resnet20 --pretrained --format torchscript --out resnet20.ts
+  resnets export --model resnet50 --weights resnet50.pth --format exported --out resnet50.pt2
+each export is reloaded and compared with the eager model on real images (max abs difference, top-1 agreement)""",
 }
 
 
@@ -245,6 +250,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {plot_rows(rows, args.plot, by='batch_size' if args.sweep == 'batch' else 'model')}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from resnets.deploy.export import export_model
+
+    report = export_model(_predictor(args), args.format, args.out, data=args.data)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"wrote {report['out']} ({report['format']}); on {report['images']} real images: "
+            f"max abs difference {report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.1%}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -298,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("eval", cmd_eval, "top-1/top-5 accuracy of trained weights on a dataset"),
         ("predict", cmd_predict, "classify image files"),
+        ("export", cmd_export, "export to ONNX, TorchScript or torch.export, checked against eager"),
     ):
         command = add(name, func, text)
         command.add_argument("--model", required=True)
@@ -312,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.choices["predict"]
     predict.add_argument("images", nargs="+")
     predict.add_argument("--topk", type=int, default=5)
+    export = sub.choices["export"]
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported"])
+    export.add_argument("--out", required=True)
+    export.add_argument("--data", help="images for the check (default: the embedded CIFAR-10 sample)")
 
     bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")
     bench.add_argument("models", nargs="*")

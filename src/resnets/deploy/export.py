@@ -1,0 +1,100 @@
+"""Export a trained model to ONNX, TorchScript or `torch.export`, and check the export against the eager model.
+
+The check runs both on real images (the embedded CIFAR-10 sample, resized to the model's input) and prints the
+largest output difference and how often their top-1 classes agree; ONNX files run through onnxruntime.
+
+Example:
+    >>> report = export_model(predictor, "onnx", "resnet20.onnx")
+    >>> report["top1_agreement"]
+    1.0
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from resnets.data import load_dataset, normalize
+from resnets.deploy.predict import Predictor
+
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "cifar10-sample.tar.gz"
+FORMATS = ("onnx", "torchscript", "exported")
+
+
+def check_images(predictor: Predictor, count: int = 64, data: str | os.PathLike | None = None) -> torch.Tensor:
+    """`count` real images, normalized as the model expects, at its input size."""
+    train, _ = load_dataset(data or SAMPLE)
+    if train.images is None:
+        raise ValueError(f"{data}: export checks need small images decoded in memory")
+    step = max(1, len(train) // count)
+    images = normalize(train.images[::step][:count], predictor.mean, predictor.std)
+    if images.shape[-1] != predictor.image_size:
+        images = F.interpolate(images, size=predictor.image_size, mode="bilinear", align_corners=False)
+    return images
+
+
+def _write_atomically(out: Path, write) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
+    os.close(descriptor)
+    try:
+        write(temporary)
+        os.replace(temporary, out)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def export_model(
+    predictor: Predictor, fmt: str, out: str | os.PathLike, data: str | os.PathLike | None = None
+) -> dict[str, float | str]:
+    """Write the export, reload it, and compare it with the eager model on real images."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    model = predictor.model.eval()
+    images = check_images(predictor, data=data)
+    example = images[:2]
+    out = Path(out)
+    if fmt == "onnx":
+
+        def write(path: str) -> None:
+            torch.onnx.export(
+                model,
+                (example,),
+                path,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
+
+        _write_atomically(out, write)
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        exported = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    elif fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, example))
+        _write_atomically(out, lambda path: torch.jit.save(traced, path))
+        with torch.no_grad():
+            exported = torch.jit.load(str(out))(images)
+    else:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        _write_atomically(out, lambda path: torch.export.save(program, path))
+        with torch.no_grad():
+            exported = torch.export.load(str(out)).module()(images)
+    with torch.no_grad():
+        eager = model(images)
+    return {
+        "format": fmt,
+        "out": str(out),
+        "images": len(images),
+        "max_abs_diff": float((exported - eager).abs().max()),
+        "top1_agreement": float((exported.argmax(1) == eager.argmax(1)).float().mean()),
+    }

@@ -1,0 +1,37 @@
+"""`resnets export`: each format is written, reloaded and agrees with the eager model on real images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnets.cli import main
+from resnets.models import create_model
+from resnets.weights import save_safetensors
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("resnet20", depth=8)
+    meta = {"model_overrides": json.dumps({"depth": 8}), "mean": "[0.49,0.48,0.45]", "std": "[0.25,0.24,0.26]"}
+    return str(save_safetensors(model.state_dict(), tmp_path_factory.mktemp("w") / "w.safetensors", meta))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported"])
+def test_export_agrees_with_eager(tmp_path, capsys, weights, fmt):
+    out = tmp_path / f"model.{fmt}"
+    argv = ["export", "--model", "resnet20", "--weights", weights, "--format", fmt, "--out", str(out), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert out.is_file() and report["images"] == 64
+    assert report["max_abs_diff"] < 1e-3 and report["top1_agreement"] == 1.0
+
+
+def test_export_bad_input(tmp_path, capsys, weights):
+    argv = ["export", "--model", "resnet20", "--weights", str(tmp_path / "none.pth"), "--format", "onnx"]
+    assert main([*argv, "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "no such weight file" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
