@@ -238,10 +238,9 @@ def test_shipped_weights_are_checked_against_their_sha256(tmp_path, monkeypatch)
         model="resnet20",
         file=str(file),
         sha256=pretrained_module.sha256_of(file),
-        classes=tuple(f"class{i}" for i in range(10)),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
+        num_classes=10,
         metrics={"val_top1": 0.5},
+        command="a test",
     )
     monkeypatch.setitem(pretrained_module.PRETRAINED, "resnet20", spec)
     model = resnets.create_model("resnet20", pretrained=True)

@@ -22,15 +22,17 @@ FILES = Path(__file__).parent / "files"
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-    """A shipped weight file: where it is, its checksum, and how it was trained and measured."""
+    """A shipped weight file: where it is, its checksum, and how it was trained and measured.
+
+    Class names and input normalization travel in the file's own metadata (see `resnets.deploy.Predictor`).
+    """
 
     model: str
     file: str  # relative to resnets/weights/files, or absolute
     sha256: str
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    num_classes: int
     metrics: dict[str, float]
+    command: str  # how the weights were made
 
     @property
     def path(self) -> Path:
@@ -78,7 +80,7 @@ def create_model(
         raise ValueError("pass either pretrained=True or weights=PATH, not both")
     if pretrained:
         spec = pretrained_for(name)
-        overrides.setdefault("num_classes", len(spec.classes))
+        overrides.setdefault("num_classes", spec.num_classes)
         weights = spec.path
     model = build_model(name, **overrides)
     if weights is not None:
