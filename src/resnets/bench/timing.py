@@ -77,6 +77,11 @@ def _torch_step(
             model = fold_batchnorm(model)
     model = model.to(device, memory_format=memory_format)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    if compile_model and mode == "infer":
+        import torch._inductor.config as inductor_config
+
+        # Freezing lets inductor treat weights as constants: folded, and pre-packed for oneDNN on CPU.
+        inductor_config.freezing = True
     runner = torch.compile(model) if compile_model else model
     if mode == "infer":
 
