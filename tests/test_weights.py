@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import pickle
 import subprocess
@@ -255,3 +256,13 @@ def test_shipped_weights_are_checked_against_their_sha256(tmp_path, monkeypatch)
 def convert_to(tmp_path: Path, model: torch.nn.Module) -> Path:
     torch.save(model.state_dict(), tmp_path / "src.pth")
     return convert(tmp_path / "src.pth", tmp_path / "shipped.safetensors", "resnet20")
+
+
+def test_shipped_resnet20_reproduces_its_recorded_accuracy(capsys):
+    full = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+    spec = pretrained_module.PRETRAINED["resnet20"]
+    argv = ["eval", "--model", "resnet20", "--pretrained", "--data", str(full), "--split", "val", "--flip", "--json"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert metrics["n"] == 5000
+    assert metrics["top1"] == pytest.approx(spec.metrics["val_top1"], abs=1e-4)
