@@ -12,12 +12,12 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from resnets.atomic import atomic_write
 from resnets.data import load_dataset, normalize
 from resnets.deploy.predict import Predictor
 
@@ -35,18 +35,6 @@ def check_images(predictor: Predictor, count: int = 64, data: str | os.PathLike 
     if images.shape[-1] != predictor.image_size:
         images = F.interpolate(images, size=predictor.image_size, mode="bilinear", align_corners=False)
     return images
-
-
-def _write_atomically(out: Path, write) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
-    os.close(descriptor)
-    try:
-        write(temporary)
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def export_model(
@@ -72,7 +60,7 @@ def export_model(
                 dynamo=False,
             )
 
-        _write_atomically(out, write)
+        atomic_write(out, write)
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -80,13 +68,13 @@ def export_model(
     elif fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
-        _write_atomically(out, lambda path: torch.jit.save(traced, path))
+        atomic_write(out, lambda path: torch.jit.save(traced, path))
         with torch.no_grad():
             exported = torch.jit.load(str(out))(images)
     else:
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        _write_atomically(out, lambda path: torch.export.save(program, path))
+        atomic_write(out, lambda path: torch.export.save(program, path))
         with torch.no_grad():
             exported = torch.export.load(str(out)).module()(images)
     with torch.no_grad():

@@ -6,9 +6,7 @@ Example:
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from resnets.atomic import atomic_write
 from resnets.weights.readers import WeightsError
 
 
@@ -34,15 +33,7 @@ def save_checkpoint(
             "python": random.getstate()[1],
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_checkpoint(

@@ -187,6 +187,7 @@ def train(
         for epoch in range(state["epoch"], total_epochs):
             wrapped.train()
             started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            lr = recipe.lr_at(state["step"], steps_per_epoch, depth)  # also when a resumed epoch has no steps left
             bar = tqdm(
                 total=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
                 initial=state["position"],

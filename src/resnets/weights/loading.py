@@ -8,12 +8,12 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from resnets.atomic import atomic_write
 from resnets.weights.mapping import from_caffe, from_keras, from_paddle, naming_of
 from resnets.weights.readers import (
     WeightsError,
@@ -123,18 +123,9 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLik
     """Write a state_dict as safetensors, atomically: a crash leaves the old file or none, never half of one."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        save_file(tensors, temporary, metadata={k: str(v) for k, v in metadata.items()})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    metadata = {k: str(v) for k, v in metadata.items()}
+    return atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
 def convert(source: str | os.PathLike, destination: str | os.PathLike, model_name: str, **overrides: object) -> Path:

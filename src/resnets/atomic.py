@@ -1,0 +1,30 @@
+"""Write a file atomically: readers see the old file or the new one, never half of one.
+
+Example:
+    >>> atomic_write(Path("model.safetensors"), lambda temporary: save_file(tensors, temporary))
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
+    """Call `write(temporary_path)` beside `path`, then rename it over `path` (with the usual file mode)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        write(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
