@@ -364,6 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.func(args)
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
+    except ImportError as error:  # an optional package a subcommand needs
+        print(
+            f"resnets {args.command}: error: {error} (pip install 'resnets[deploy]' for onnx/onnxruntime)",
+            file=sys.stderr,
+        )
+        return 2
     except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"resnets {args.command}: error: {message}", file=sys.stderr)
