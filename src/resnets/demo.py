@@ -67,7 +67,10 @@ def main() -> None:
         names = [m.name for m in archive.getmembers() if m.isfile()][::250]
         for name in names:
             archive.extract(name, folder, filter="data")
-        run("predict", "--model", "resnet20", "--weights", weights, "--topk", "3", *[f"{folder}/{n}" for n in names])
+        images = [f"{folder}/{n}" for n in names]
+        run("predict", "--model", "resnet20", "--weights", weights, "--topk", "3", *images)
+        print("\nThe same images with the shipped weights (30 epochs on 45,000 images):")
+        run("predict", "--model", "resnet20", "--pretrained", "--topk", "3", *images)
     print(f"\nThe run is in {out}/: config.json, metrics.jsonl, checkpoint.pt, model.safetensors, curves.png")
 
 

@@ -46,6 +46,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     figure.suptitle(str(run_dir))
     figure.tight_layout()
     path = Path(out) if out else Path(run_dir) / "curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
