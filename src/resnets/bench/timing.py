@@ -22,6 +22,7 @@ from resnets.hardware import cpu_has_native_bf16, cpu_name, resolve_device
 from resnets.models import create_model, get_entry
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclasses.dataclass
@@ -102,8 +103,7 @@ def _torch_step(
             optimizer.step()
             return loss
 
-    name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16")
-    return Step(engine, run, channels_last, name.replace("float16", "fp16"))
+    return Step(engine, run, channels_last, DTYPE_NAMES[dtype])
 
 
 def _onnxruntime_step(model_name: str, x: torch.Tensor) -> Step:

@@ -1,9 +1,20 @@
 """Images in: ImageFolder, tar archives, CIFAR pickles; a uint8 cache, batch augmentation, fixed splits."""
 
-from resnets.data.loaders import FileBatches, TensorBatches, channel_stats, make_batches, normalize, pad_crop_flip
+from resnets.data.loaders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FileBatches,
+    TensorBatches,
+    channel_stats,
+    make_batches,
+    normalize,
+    pad_crop_flip,
+)
 from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset, stratified_split
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "DataError",
     "FileBatches",
     "ImageSet",

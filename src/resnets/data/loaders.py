@@ -21,6 +21,9 @@ from torchvision.transforms import v2
 
 from resnets.data.sources import ImageSet, decode_image
 
+# torchvision's ImageNet normalization: the default for large images and for weights that carry none.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 
 def channel_stats(images: torch.Tensor, sample: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (0..1 scale) of uint8 images, from up to `sample` of them."""

@@ -17,13 +17,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from resnets.data import DataError, decode_image, load_dataset, make_batches, stratified_split
+from resnets.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DataError,
+    decode_image,
+    load_dataset,
+    make_batches,
+    stratified_split,
+)
 from resnets.models import ResNet, get_entry
 from resnets.train.evaluate import evaluate
-from resnets.weights import WeightsError, load_weights, read_state_dict
+from resnets.weights import WeightsError, read_state_dict
+from resnets.weights.loading import apply_state_dict
 from resnets.weights.pretrained import create_model, pretrained_for
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass
@@ -49,7 +56,7 @@ class Predictor:
         num_classes = tensors["fc.weight"].shape[0]
         classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(num_classes)]
         model = create_model(model_name, num_classes=num_classes, **overrides)
-        load_weights(model, path)
+        apply_state_dict(model, tensors, path)
         entry = get_entry(model_name)
         image_size = int(meta.get("image_size", entry.input_size[-1]))
         mean = tuple(json.loads(meta["mean"])) if "mean" in meta else IMAGENET_MEAN

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from resnets.data import channel_stats, load_dataset, make_batches, stratified_split
+from resnets.data import IMAGENET_MEAN, IMAGENET_STD, channel_stats, load_dataset, make_batches, stratified_split
 from resnets.errors import ResnetsError
 from resnets.hardware import describe_device, resolve_device, resolve_precision
 from resnets.models import create_model, get_entry
@@ -30,8 +30,6 @@ from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Recipe
 from resnets.weights import save_safetensors
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class TrainingError(ResnetsError, RuntimeError):

@@ -112,11 +112,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike, reset_classifier: bo
     Example:
         >>> meta = load_weights(create_model("resnet50"), "resnet50-0676ba61.pth")
     """
-    path = Path(path)
     tensors, metadata = read_state_dict(path)
-    checked = _check(model, tensors, path, reset_classifier)
-    model.load_state_dict(checked, strict=True)
+    apply_state_dict(model, tensors, path, reset_classifier)
     return metadata
+
+
+def apply_state_dict(
+    model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike, reset_classifier: bool = False
+) -> None:
+    """Load tensors already in our names (from `read_state_dict`) after every check passes; else change nothing."""
+    model.load_state_dict(_check(model, tensors, Path(source), reset_classifier), strict=True)
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
