@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from resnets.cli import main
 from resnets.models import create_model
 from resnets.train import TrainingError, get_recipe, train
+from resnets.train.plots import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -103,7 +104,7 @@ def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
 
 
 def test_resume_continues_exactly(tmp_path):
-    recipe = tiny_recipe(epochs=2)
+    recipe = tiny_recipe(epochs=2, eval_every=4)  # also evaluates inside epochs: curves over iterations
     kwargs = dict(model_overrides={"depth": 8, "drop_path_rate": 0.1}, cache_dir=tmp_path, progress=False)
     train("resnet20", SAMPLE, tmp_path / "straight", recipe, **kwargs)
     stopped = train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs)
@@ -114,6 +115,12 @@ def test_resume_continues_exactly(tmp_path):
     train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
     straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "resumed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # The metrics written after the checkpoint at step 7 are replaced, not repeated.
+    rows = {name: read_metrics(tmp_path / name) for name in ("straight", "resumed")}
+    assert (
+        [r["step"] for r in rows["resumed"]] == [r["step"] for r in rows["straight"]] == [4, 8, 12, 15, 19, 23, 27, 30]
+    )
+    assert [r["val_top1"] for r in rows["resumed"]] == [r["val_top1"] for r in rows["straight"]]
 
 
 def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tmp_path):

@@ -51,6 +51,11 @@ splits: auto (the data's val/test part, else all of it), val (the fixed stratifi
   resnets bench resnet20 resnet56 --batch-size 128 --mode train --iters 20 --json
   resnets bench resnet50 --dtype bf16 --peers torchvision     (bf16 is fast only where the CPU has it natively)
   resnets bench --sweep depth --mode infer --iters 10 --plot depth.png""",
+    "reproduce": """examples:
+  resnets reproduce degradation --data cifar10-train-jpg.tar.gz --out docs/results
+  resnets reproduce depth --data cifar10-train-jpg.tar.gz --budget paper --device cuda
+  resnets reproduce v2-activations --data cifar10-train-jpg.tar.gz --iterations 2000
+runs are shared between experiments and resumed: rerun the same command after a stop to go on""",
     "export": """examples:
   resnets export --model resnet20 --weights runs/r20/model.safetensors --format onnx --out resnet20.onnx
   resnets export --model resnet20 --pretrained --format torchscript --out resnet20.ts
@@ -263,6 +268,22 @@ def cmd_export(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from resnets.reproduce import reproduce
+
+    path = reproduce(
+        args.experiment,
+        args.data,
+        out=args.out,
+        budget=args.budget,
+        iterations=args.iterations,
+        runs_dir=args.runs,
+        device=args.device,
+        cache_dir=args.cache_dir,
+    )
+    print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -350,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sweep", choices=["depth", "batch"], help="a scaling view over depth or batch size")
     bench.add_argument("--plot", help="PNG of img/s and achieved GFLOP/s")
     bench.add_argument("--json", action="store_true")
+
+    reproduce = add("reproduce", cmd_reproduce, "rerun a paper experiment on CIFAR-10: results.md, figures, metrics")
+    reproduce.add_argument("experiment", choices=["degradation", "depth", "v2-shortcuts", "v2-activations"])
+    reproduce.add_argument("--data", required=True, help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
+    reproduce.add_argument("--budget", default="fast", choices=["fast", "paper"], help="fast: a 2-core CPU; paper: 64k")
+    reproduce.add_argument("--iterations", type=int, help="steps per net instead of the budget's")
+    reproduce.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")
+    reproduce.add_argument("--runs", help="where the runs live, shared between experiments (default OUT/runs)")
+    reproduce.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    reproduce.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "resnets"), help="decoded-image cache")
 
     plot = add("plot", cmd_plot, "loss, error and learning-rate curves of a run, as PNG")
     plot.add_argument("run_dir")

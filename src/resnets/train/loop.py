@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from resnets.atomic import atomic_write
 from resnets.data import IMAGENET_MEAN, IMAGENET_STD, channel_stats, load_dataset, make_batches, stratified_split
 from resnets.errors import ResnetsError
 from resnets.hardware import describe_device, resolve_device, resolve_precision
@@ -180,11 +181,48 @@ def train(
 
     autocast = torch.autocast(torch_device.type, dtype=dtype, enabled=dtype != torch.float32)
     depth = model.config.depth
+    if resume and ranks.is_main:
+        # Records written after the checkpoint belong to steps that are about to run again.
+        kept = "".join(json.dumps(record) + "\n" for record in state["history"])
+        atomic_write(out / "metrics.jsonl", lambda temporary: Path(temporary).write_text(kept))
+    window = {"started": time.perf_counter(), "seen": 0, "loss_sum": 0.0, "correct": 0}
+
+    def record_metrics(epoch_mark: float, lr: float) -> None:
+        """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
+        seconds = time.perf_counter() - window["started"]
+        seen = max(window["seen"], 1)
+        metrics = evaluate(model, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
+        record = {
+            "epoch": epoch_mark,
+            "step": state["step"],
+            "lr": lr,
+            "train_loss": window["loss_sum"] / seen,
+            "train_top1": window["correct"] / seen,
+            "val_loss": metrics["loss"],
+            "val_top1": metrics["top1"],
+            "val_top5": metrics["top5"],
+            "epoch_seconds": seconds,
+            "img_per_s": window["seen"] * ranks.world_size / seconds,
+        }
+        state["history"].append(record)
+        if ranks.is_main:
+            with (out / "metrics.jsonl").open("a") as file:
+                file.write(json.dumps(record) + "\n")
+            if writer is not None:
+                for key, value in record.items():
+                    writer.add_scalar(key, value, record["step"])
+            print(
+                f"epoch {epoch_mark:g}/{total_epochs} step {state['step']}  train loss {record['train_loss']:.4f} "
+                f"acc {record['train_top1']:.4f}  val loss {record['val_loss']:.4f} "
+                f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
+                f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
+            )
+        window.update(started=time.perf_counter(), seen=0, loss_sum=0.0, correct=0)
+
     # ---- the loop -------------------------------------------------------------------------------------
     with StopRequest() as stop:
         for epoch in range(state["epoch"], total_epochs):
             wrapped.train()
-            started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             lr = recipe.lr_at(state["step"], steps_per_epoch, depth)  # also when a resumed epoch has no steps left
             bar = tqdm(
                 total=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
@@ -216,16 +254,20 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 state["step"] += 1
-                seen += len(labels)
-                loss_sum += loss.item() * len(labels)
-                correct += (logits.argmax(1) == labels).sum().item()
-                rate = seen / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+                window["seen"] += len(labels)
+                window["loss_sum"] += loss.item() * len(labels)
+                window["correct"] += (logits.argmax(1) == labels).sum().item()
+                rate = window["seen"] / (time.perf_counter() - window["started"])
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
                 bar.update()
                 if ranks.is_main and not progress and recipe.log_every and (position + 1) % recipe.log_every == 0:
                     print(
                         f"epoch {epoch + 1} batch {position + 1}/{steps_per_epoch} loss {loss.item():.4f} lr {lr:.4g}"
                     )
+                last_of_epoch = position + 1 == steps_per_epoch or state["step"] == total_steps
+                if recipe.eval_every and state["step"] % recipe.eval_every == 0 and not last_of_epoch:
+                    record_metrics(round(state["step"] / steps_per_epoch, 3), lr)
+                    wrapped.train()
                 stop_now = stop.signal is not None or state["step"] == stop_after_steps
                 if stop_now:
                     checkpoint(epoch, position + 1)
@@ -235,34 +277,8 @@ def train(
                         print(f"stopped at step {state['step']} ({reason}); continue with --resume")
                     return {"stopped": True, "step": state["step"], **({"signal": stop.signal} if stop.signal else {})}
             bar.close()
-            seconds = time.perf_counter() - started
-            metrics = evaluate(model, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
-            record = {
-                "epoch": epoch + 1,
-                "step": state["step"],
-                "lr": lr,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_top1": correct / max(seen, 1),
-                "val_loss": metrics["loss"],
-                "val_top1": metrics["top1"],
-                "val_top5": metrics["top5"],
-                "epoch_seconds": seconds,
-                "img_per_s": seen * ranks.world_size / seconds,
-            }
-            state["history"].append(record)
+            record_metrics(epoch + 1, lr)
             state["position"] = 0
-            if ranks.is_main:
-                with (out / "metrics.jsonl").open("a") as file:
-                    file.write(json.dumps(record) + "\n")
-                if writer is not None:
-                    for key, value in record.items():
-                        writer.add_scalar(key, value, record["step"])
-                print(
-                    f"epoch {epoch + 1}/{total_epochs}  train loss {record['train_loss']:.4f} "
-                    f"acc {record['train_top1']:.4f}  val loss {record['val_loss']:.4f} "
-                    f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
-                    f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
-                )
             checkpoint(epoch + 1, 0)
     # ---- the result -----------------------------------------------------------------------------------
     final = state["history"][-1] if state["history"] else {}

@@ -27,7 +27,8 @@ class Recipe:
     weight_decay: float = 1e-4
     decay_norm_and_bias: bool = True  # the paper decays every weight; modern recipes skip BN and biases
     schedule: str = "step"  # step | onecycle | cosine
-    milestones: tuple[float, ...] = ()  # step schedule: lr x gamma at these iterations (or epochs if < 1000)
+    milestones: tuple[float, ...] = ()  # step schedule: lr x gamma at these points ...
+    milestone_unit: str = "iterations"  # ... counted in iterations | epochs
     gamma: float = 0.1
     warmup_iterations: int = 0  # linear warm-up (onecycle, cosine) or constant warm-up lr (step)
     warmup_lr: float = 0.0  # step schedule: constant lr during warm-up ...
@@ -37,6 +38,7 @@ class Recipe:
     image_size: int = 0  # 0 = the model's natural input size
     val_fraction: float = 0.1  # stratified hold-out when the data has no val folder (5,000 of CIFAR-10's 50,000)
     eval_flip: bool = False  # evaluate as the mean of the image and its mirror
+    eval_every: int = 0  # also evaluate every N steps inside an epoch (curves over iterations); 0 = once per epoch
     precision: str = "auto"  # auto (bf16 where native) | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False
@@ -54,7 +56,10 @@ class Recipe:
         if self.schedule == "step":
             if step < warmup and self.warmup_lr > 0:
                 return self.warmup_lr
-            marks = [m if m >= 1000 else m * steps_per_epoch for m in self.milestones]
+            per_unit = {"iterations": 1, "epochs": steps_per_epoch}.get(self.milestone_unit)
+            if per_unit is None:
+                raise ValueError(f"milestone_unit {self.milestone_unit!r} is not one of iterations, epochs")
+            marks = [m * per_unit for m in self.milestones]
             return self.lr * self.gamma ** sum(step >= m for m in marks)
         if step < warmup:
             return self.lr * (step + 1) / warmup
@@ -89,6 +94,7 @@ RECIPES: dict[str, Recipe] = {
         epochs=90,
         batch_size=256,
         milestones=(30, 60),
+        milestone_unit="epochs",
         augment="imagenet",
     ),
     # The fastest way we have found to the paper's CIFAR accuracy on a 2-core CPU: 30 epochs, linear warm-up then

@@ -1,0 +1,61 @@
+"""Reproduce the papers' CIFAR-10 experiments: one module per experiment, each writing results.md and figures.
+
+Example:
+    >>> reproduce("degradation", "../shared/data/cifar10-train-jpg.tar.gz", "docs/results", budget="fast")
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from types import ModuleType
+
+from resnets.reproduce import degradation, depth, v2_activations, v2_shortcuts
+from resnets.reproduce.runner import BUDGETS, copy_metrics, run_all, write_report
+
+EXPERIMENTS: dict[str, ModuleType] = {
+    "degradation": degradation,
+    "depth": depth,
+    "v2-shortcuts": v2_shortcuts,
+    "v2-activations": v2_activations,
+}
+ABLATIONS = {"v2-shortcuts", "v2-activations"}
+
+
+def reproduce(
+    experiment: str,
+    data: str | os.PathLike,
+    out: str | os.PathLike = "results",
+    budget: str = "fast",
+    iterations: int | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Train what `experiment` needs (skipping finished runs, resuming stopped ones) and write
+    `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    module, chosen = EXPERIMENTS[experiment], BUDGETS[budget]
+    if iterations is None and experiment in ABLATIONS:
+        iterations = chosen.ablation_iterations
+    folder = Path(out) / experiment
+    results = run_all(
+        module.runs(chosen),
+        data,
+        runs_dir or Path(out) / "runs",
+        chosen,
+        iterations,
+        device=device,
+        cache_dir=cache_dir,
+    )
+    copy_metrics(results, folder)
+    body = module.report(results, folder)
+    words = ["resnets", "reproduce", experiment, "--data", str(data), "--budget", budget, "--out", str(out)]
+    words += ["--iterations", str(iterations)] if iterations and iterations != chosen.ablation_iterations else []
+    words += ["--runs", str(runs_dir)] if runs_dir else []
+    command = " ".join(shlex.quote(word) for word in words)
+    return write_report(folder, module.TITLE, command, chosen, iterations, results, body)

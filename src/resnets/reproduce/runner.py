@@ -1,0 +1,321 @@
+"""What every paper experiment shares: budgets, the runs (trained once, resumed, shared between experiments) and the
+Markdown report.
+
+Example:
+    >>> results = run_all([Run("resnet-20", "resnet20")], "data/cifar10-sample.tar.gz", "runs", BUDGETS["fast"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from resnets.atomic import atomic_write
+from resnets.models import create_model
+from resnets.train import get_recipe, train
+from resnets.train.recipes import Recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long each run trains. `paper` is the ResNet paper's CIFAR schedule; `fast` is the same schedule shape
+    (lr / 10 at 50% and 75% of the steps) cut to fit a 2-core CPU."""
+
+    name: str
+    iterations: int  # optimizer steps per run, batch 128
+    eval_every: int  # steps between points on the curves
+    depths: tuple[int, ...]  # the depth table (Table 6)
+    ablation_depth: int  # depth of the V2 paper's units (the paper: 110)
+    ablation_iterations: int  # steps per V2 unit
+
+    def recipe(self, iterations: int | None = None) -> Recipe:
+        steps = iterations or self.iterations
+        return get_recipe(
+            "cifar-paper",
+            iterations=steps,
+            milestones=(steps // 2, steps * 3 // 4),
+            eval_every=min(self.eval_every, max(1, steps // 4)),
+            log_every=0,
+        )
+
+    def describe(self, iterations: int | None = None) -> str:
+        steps = iterations or self.iterations
+        return (
+            f"`{self.name}`: {steps:,} iterations of batch 128 per net (the paper: 64,000), lr 0.1 divided by 10 at "
+            f"{steps // 2:,} and {steps * 3 // 4:,}, SGD momentum 0.9, weight decay 1e-4, pad-4 crop and flip"
+        )
+
+
+BUDGETS = {
+    "fast": Budget(
+        "fast", iterations=1_000, eval_every=100, depths=(20, 32, 44, 56), ablation_depth=20, ablation_iterations=500
+    ),
+    "paper": Budget(
+        "paper",
+        iterations=64_000,
+        eval_every=1_000,
+        depths=(20, 32, 44, 56, 110, 1202),
+        ablation_depth=110,
+        ablation_iterations=64_000,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One network to train: a registry name plus config overrides. Its directory name is its identity, so
+    experiments that need the same net under the same budget share one run."""
+
+    label: str  # as the paper's table names it
+    model: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    paper_error: str = ""  # the paper's test error (%), or "fail"
+
+    @property
+    def key(self) -> str:
+        extra = "-".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return self.model + (f"-{extra}" if extra else "")
+
+
+@dataclasses.dataclass
+class Result:
+    run: Run
+    history: list[dict]
+    seconds: float
+    parameters: int
+    layers: int
+    run_dir: Path
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+    @property
+    def train_error(self) -> float:
+        return 100 * (1 - self.final["train_top1"])
+
+    @property
+    def val_error(self) -> float:
+        return 100 * (1 - self.final["val_top1"])
+
+
+def runs_root(runs_dir: str | os.PathLike, budget: Budget, iterations: int | None) -> Path:
+    steps = iterations or budget.iterations
+    return Path(runs_dir) / (budget.name if steps == budget.iterations else f"{budget.name}-{steps}it")
+
+
+def run_all(
+    runs: list[Run],
+    data: str | os.PathLike,
+    runs_dir: str | os.PathLike,
+    budget: Budget,
+    iterations: int | None = None,
+    device: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+) -> list[Result]:
+    """Train each run that has not finished (resuming one that stopped); return all results in order."""
+    root = runs_root(runs_dir, budget, iterations)
+    recipe = budget.recipe(iterations)
+    waiting = [run for run in runs if not (root / run.key / "model.safetensors").exists()]
+    while waiting:
+        # A run another process is training (experiments share runs) is left for later, not waited on.
+        for run in list(waiting):
+            lock = _RunLock(root / run.key)
+            if lock.acquire(block=not any(_RunLock(root / other.key).free() for other in waiting if other != run)):
+                try:
+                    if not (root / run.key / "model.safetensors").exists():
+                        _train_one(run, root / run.key, data, recipe, device, cache_dir)
+                finally:
+                    lock.release()
+                waiting.remove(run)
+            elif (root / run.key / "model.safetensors").exists():
+                waiting.remove(run)
+    return [_load_result(run, root / run.key) for run in runs]
+
+
+def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache_dir) -> None:
+    print(f"== {run.label} ({run.key}) -> {run_dir}", flush=True)
+    resume = (run_dir / "checkpoint.pt").exists()
+    started = time.perf_counter()
+    result = train(
+        run.model,
+        data,
+        run_dir,
+        recipe,
+        model_overrides=run.overrides,
+        resume=resume,
+        device=device,
+        cache_dir=cache_dir,
+        progress=False,
+    )
+    timing_path = run_dir / "timing.json"
+    previous = json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else 0.0
+    seconds = previous + time.perf_counter() - started
+    atomic_write(timing_path, lambda temporary: Path(temporary).write_text(json.dumps({"seconds": seconds})))
+    if result.get("stopped"):
+        raise KeyboardInterrupt  # a signal stopped the run; it was checkpointed, rerun the command to go on
+
+
+def _load_result(run: Run, run_dir: Path) -> Result:
+    from resnets.train.plots import read_metrics
+
+    model = create_model(run.model, **run.overrides)
+    timing = run_dir / "timing.json"
+    return Result(
+        run=run,
+        history=read_metrics(run_dir),
+        seconds=json.loads(timing.read_text())["seconds"] if timing.exists() else float("nan"),
+        parameters=sum(p.numel() for p in model.parameters()),
+        layers=model.config.depth,
+        run_dir=run_dir,
+    )
+
+
+class _RunLock:
+    """One process trains a run at a time; the lock file holds its pid, so a lock left by a dead process is taken."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+
+    def free(self) -> bool:
+        return not self.path.exists() or not _alive(self.path)
+
+    def acquire(self, block: bool) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not _alive(self.path):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if not block:
+                    return False
+                time.sleep(10)
+                continue
+            os.write(descriptor, str(os.getpid()).encode())
+            os.close(descriptor)
+            return True
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        os.kill(int(lock.read_text() or "0"), 0)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def copy_metrics(results: list[Result], out: Path) -> None:
+    """The raw per-run metrics beside the report, so the figures can be redrawn without the checkpoints."""
+    folder = out / "metrics"
+    folder.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        rows = "".join(json.dumps(row) + "\n" for row in result.history)
+        (folder / f"{result.run.key}.jsonl").write_text(rows)
+
+
+def error_table(results: list[Result], first: str = "net", paper: str = "paper, test error (%)") -> str:
+    """Our final errors beside the paper's, one row per run."""
+    header = [first, "layers", "parameters", "training error (%)", "validation error (%)", paper]
+    rows = [
+        [r.run.label, r.layers, f"{r.parameters:,}", f"{r.train_error:.2f}", f"{r.val_error:.2f}", r.run.paper_error]
+        for r in results
+    ]
+    return markdown_table(header, rows)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path,
+    title: str,
+    command: str,
+    budget: Budget,
+    iterations: int | None,
+    results: list[Result],
+    body: str,
+) -> Path:
+    """results.md: what was run, how long it took, on which CPU, then the experiment's own tables and reading."""
+    run_info = json.loads((results[0].run_dir / "config.json").read_text())
+    wall = sum(result.seconds for result in results)
+    text = "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"Made by `{command}`.",
+            "",
+            f"- Budget: {budget.describe(iterations)}; trained on {run_info['train_images']:,} images of "
+            f"`{run_info['data']}`, errors on the {run_info['val_images']:,} held out (fixed, stratified).",
+            f"- Wall time: {wall / 60:.1f} min of training and evaluation over {len(results)} nets "
+            f"(runs shared with other experiments count in each), on {run_info['device']}, "
+            f"{run_info['precision']}.",
+            f"- Python {sys.version.split()[0]}; the raw per-run metrics are in `metrics/`.",
+            "",
+            body.strip(),
+            "",
+        ]
+    )
+    path = out / "results.md"
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
+    return path
+
+
+def error_curves(axis, result: Result, color: str, label: str) -> None:
+    """The paper's Fig. 6 style: thin dashed training error, bold validation error, against iterations."""
+    steps = [row["step"] for row in result.history]
+    axis.plot(steps, [100 * (1 - row["train_top1"]) for row in result.history], "--", color=color, linewidth=1)
+    axis.plot(
+        steps, [100 * (1 - row["val_top1"]) for row in result.history], "-", color=color, linewidth=2.2, label=label
+    )
+
+
+def save_figure(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def variant_report(results: list[Result], out: Path, note: str) -> str:
+    """The V2 tables: one row per unit, our error beside the paper's, and the curves in one figure."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(9, 5))
+    colors = plt.get_cmap("tab10")
+    for index, result in enumerate(results):
+        error_curves(axis, result, colors(index % 10), result.run.label)
+    axis.set(title=f"{out.name} at depth {results[0].layers}", xlabel="iteration", ylabel="error (%)")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend(title="bold: validation, dashed: training", fontsize=8)
+    save_figure(figure, out.parent / f"{out.name}.png")
+    best = min(results, key=lambda r: r.val_error)
+    table = error_table(results, "unit", "paper (ResNet-110), test error (%)")
+    reading = f"Lowest validation error here: {best.run.label} ({best.val_error:.2f}%)."
+    return "\n".join([f"![{out.name}](../{out.name}.png)", "", table, "", note, "", reading])

@@ -1,0 +1,99 @@
+"""The paper experiments end to end on the embedded sample (a few steps per net), and their plans and budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resnets.cli import main
+from resnets.models import create_model
+from resnets.reproduce import EXPERIMENTS, reproduce
+from resnets.reproduce.runner import BUDGETS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
+
+
+def test_fast_budget_keeps_the_papers_schedule_shape():
+    recipe = BUDGETS["fast"].recipe()
+    steps_per_epoch = 352
+    assert recipe.steps(steps_per_epoch) == 1_000
+    assert [recipe.lr_at(step, steps_per_epoch, depth=56) for step in (0, 499, 500, 749, 750, 999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    assert (recipe.batch_size, recipe.weight_decay, recipe.momentum) == (128, 1e-4, 0.9)
+    assert BUDGETS["paper"].recipe().steps(steps_per_epoch) == 64_000
+    assert BUDGETS["paper"].recipe().lr_at(32_000, steps_per_epoch) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("budget", ["fast", "paper"])
+def test_every_planned_net_builds_with_the_papers_unit(budget):
+    for name, module in EXPERIMENTS.items():
+        runs = module.runs(BUDGETS[budget])
+        assert len({run.key for run in runs}) == len(runs), name
+        for run in runs:
+            model = create_model(run.model, **run.overrides)
+            assert run.paper_error, run.label
+            if name.startswith("v2"):
+                assert model.config.depth == BUDGETS[budget].ablation_depth
+    depths = [create_model(r.model).config.depth for r in EXPERIMENTS["depth"].runs(BUDGETS["paper"])]
+    assert depths == [20, 32, 44, 56, 110, 1202]
+    full_preact = EXPERIMENTS["v2-activations"].runs(BUDGETS["fast"])[-1]
+    assert create_model(full_preact.model, **full_preact.overrides).config.activation.value == "full_preact"
+
+
+def test_degradation_writes_its_report_and_figure_and_shares_runs(tmp_path, capsys):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    args = ["--data", str(SAMPLE), "--iterations", "2", "--out", str(out), "--runs", str(runs)]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["reproduce", "degradation", *args]) == 0
+    report = (out / "degradation" / "results.md").read_text()
+    assert "resnets reproduce degradation" in report and "2 iterations of batch 128" in report
+    assert "Wall time:" in report
+    for label in ("plain-20", "plain-56", "resnet-20", "resnet-56"):
+        assert f"| {label} |" in report
+    assert (out / "degradation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((out / "degradation" / "metrics").glob("*.jsonl"))) == 4
+    shared = runs / "fast-2it" / "resnet56" / "model.safetensors"
+    trained_at = shared.stat().st_mtime_ns
+    capsys.readouterr()
+
+    # depth reuses resnet-20/56 and trains only the others; a rerun trains nothing.
+    assert main(["reproduce", "depth", *args]) == 0
+    log = capsys.readouterr().out
+    assert log.count("== ") == 2 and "resnet-32" in log and "resnet-44" in log
+    assert shared.stat().st_mtime_ns == trained_at
+    assert main(["reproduce", "depth", *args]) == 0
+    assert "== " not in capsys.readouterr().out
+    assert "| resnet-44 | 44 | 658,586 |" in (out / "depth" / "results.md").read_text()
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path):
+    runs = tmp_path / "runs"
+    kwargs = dict(iterations=3, runs_dir=runs, cache_dir=tmp_path / "cache")
+    run_dir = runs / "fast-3it" / "resnet20"
+    from resnets.train import train
+
+    # A run stopped after one step (as by SIGINT) has a checkpoint and no weights: reproduce resumes it.
+    recipe = BUDGETS["fast"].recipe(3)
+    train("resnet20", SAMPLE, run_dir, recipe, stop_after_steps=1, cache_dir=tmp_path / "cache", progress=False)
+    assert not (run_dir / "model.safetensors").exists()
+    reproduce("v2-activations", SAMPLE, tmp_path / "results", **kwargs)
+    steps = [row["step"] for row in _rows(run_dir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 3
+
+
+def test_unknown_experiment_or_budget_is_one_line(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown experiment 'dropout'"):
+        reproduce("dropout", SAMPLE, tmp_path)
+    with pytest.raises(ValueError, match="unknown budget 'slow'"):
+        reproduce("depth", SAMPLE, tmp_path, budget="slow")
+    assert main(["reproduce", "depth", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    from resnets.train.plots import read_metrics
+
+    return read_metrics(run_dir)
