@@ -8,32 +8,49 @@ import pytest
 import torch
 
 from resnets.bench import timing
-from resnets.bench.timing import fold_batchnorm
 from resnets.cli import main
+from resnets.deploy.optimize import fold_batchnorm
+from resnets.hardware import cpu_has_native_bf16
 from resnets.models import create_model
 
 
 def test_bench_json_rows_for_ours_and_peers(capsys):
     with pytest.raises(ValueError, match="torchvision has no 'resnet20'"):
         timing._peer_model("torchvision", "resnet20")  # CIFAR nets have no torchvision twin
-    argv = ["bench", "resnet20", "--batch-size", "4", "--mode", "both", "--peers", "onnxruntime"]
+    argv = ["bench", "resnet20", "--batch-size", "4", "--mode", "both", "--peers", "onnxruntime", "--no-compile"]
     assert main([*argv, "--warmup", "1", "--iters", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["engine"], r["mode"]) for r in rows] == [
-        ("resnets", "infer"),
-        ("onnxruntime", "infer"),
-        ("resnets", "train"),  # onnxruntime has no training row
+    # By default ours runs every precision this CPU has natively: int8 (inference) everywhere, bf16 where native.
+    native = ["bf16"] if cpu_has_native_bf16() else []
+    assert [(r["engine"], r["mode"], r["dtype"]) for r in rows] == [
+        ("resnets", "infer", "fp32"),
+        *[("resnets", "infer", dtype) for dtype in native],
+        ("resnets", "infer", "int8"),
+        ("onnxruntime", "infer", "fp32"),
+        ("resnets", "train", "fp32"),  # onnxruntime has no training row, int8 no training
+        *[("resnets", "train", dtype) for dtype in native],
     ]
+    assert {r["runtime"] for r in rows if r["dtype"] == "int8"} == {"onnxruntime"}
+    assert rows[0]["runtime"] == "torch eager"
     for row in rows:
         assert row["img_per_s"] > 0 and row["ms_mean"] > 0 and row["ms_std"] >= 0 and row["batch_size"] == 4
-        assert {"cpu", "threads", "bf16_native", "device", "dtype", "model"} <= set(row)
+        assert {"cpu", "threads", "bf16_native", "device", "dtype", "model", "runtime"} <= set(row)
+
+
+def test_bench_our_exported_model_on_onnxruntime_and_compiled(capsys):
+    argv = ["bench", "resnet20", "--batch-size", "2", "--mode", "infer", "--dtype", "fp32", "--peers", "none"]
+    assert main([*argv, "--engine", "onnxruntime", "--warmup", "0", "--iters", "1", "--json"]) == 0
+    assert [(r["engine"], r["runtime"]) for r in json.loads(capsys.readouterr().out)] == [("resnets", "onnxruntime")]
+    assert main([*argv, "--compile", "--warmup", "0", "--iters", "1", "--json"]) == 0
+    assert [r["runtime"] for r in json.loads(capsys.readouterr().out)] == ["torch compiled"]
 
 
 def test_torchvision_peer_row(capsys):
-    argv = ["bench", "resnet18", "--batch-size", "1", "--mode", "infer", "--peers", "torchvision,timm"]
-    assert main([*argv, "--warmup", "1", "--iters", "2"]) == 0
+    argv = ["bench", "resnet18", "--batch-size", "1", "--mode", "infer", "--peers", "torchvision,timm,openvino"]
+    assert main([*argv, "--dtype", "fp32", "--no-compile", "--warmup", "1", "--iters", "2"]) == 0
     out = capsys.readouterr().out
-    assert "device:" in out and "torchvision" in out and "timm" in out and "1.00x" in out
+    assert "device:" in out and "1.00x" in out
+    assert all(f"\n{peer} " in out for peer in ("torchvision", "timm", "openvino"))
 
 
 def test_bf16_on_a_cpu_without_native_bf16_says_so(monkeypatch, capsys):
@@ -61,3 +78,5 @@ def test_bench_bad_input(capsys):
     assert "unknown model 'resnet51'" in capsys.readouterr().err
     assert main(["bench"]) == 2
     assert "name at least one model" in capsys.readouterr().err
+    assert main(["bench", "resnet20", "--peers", "tensorrt"]) == 2
+    assert "unknown peer 'tensorrt'" in capsys.readouterr().err

@@ -189,7 +189,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _predictor(args: argparse.Namespace):
     from resnets.deploy import Predictor
 
-    return Predictor.load(args.model, weights=args.weights, pretrained=args.pretrained)
+    predictor = Predictor.load(args.model, weights=args.weights, pretrained=args.pretrained)
+    if getattr(args, "fast", None):
+        path = predictor.optimize(args.fast)
+        print(f"optimized path: {path}", file=sys.stderr)
+    return predictor
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -231,22 +235,23 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise CliError("name at least one model (or use --sweep depth)")
     batch_sizes = args.batch_size or ([1, 2, 4, 8, 16, 32, 64] if args.sweep == "batch" else [16])
     device = resolve_device(args.device)
-    if args.dtype == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+    if "bf16" in (args.dtype or []) and device.type == "cpu" and not cpu_has_native_bf16():
         print("note: this CPU has no native BF16 (no AVX-512 BF16 or AMX): bf16 is emulated here and slower than fp32")
     if not args.json:
         print(f"device: {describe_device(device)}; warm-up {args.warmup}, timed {args.iters} steps per engine")
-    peers = [p for p in (args.peers or "").split(",") if p]
+    peers = None if args.peers is None else [p for p in args.peers.split(",") if p and p != "none"]
     rows = benchmark(
         models,
         batch_sizes,
         mode=args.mode,
-        dtype=args.dtype,
+        dtypes=args.dtype,
         channels_last=args.channels_last,
         compile_model=args.compile,
         device=args.device,
         peers=peers,
         warmup=args.warmup,
         iters=args.iters,
+        engine=args.engine,
     )
     print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) if args.json else format_rows(rows))
     if args.plot:
@@ -349,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--split", default="auto", choices=["auto", "val", "all"])
     evaluate.add_argument("--flip", action="store_true", help="average over a horizontal flip")
+    for name in ("eval", "predict"):
+        sub.choices[name].add_argument(
+            "--fast",
+            nargs="?",
+            const="auto",
+            choices=["auto", "fp32", "bf16", "int8"],
+            help="the optimized path (folded BN, inductor, int8 or bf16); auto keeps the fastest that agrees with "
+            "fp32 on >= 98%% of calibration images",
+        )
     predict = sub.choices["predict"]
     predict.add_argument("images", nargs="+")
     predict.add_argument("--topk", type=int, default=5)
@@ -361,11 +375,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("models", nargs="*")
     bench.add_argument("--batch-size", type=int, nargs="+")
     bench.add_argument("--mode", default="both", choices=["infer", "train", "both"])
-    bench.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    bench.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        help="our precisions (default: each one this machine runs natively: fp32, int8 to infer, bf16 where native)",
+    )
     bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    bench.add_argument("--compile", action="store_true", help="torch.compile our model (inductor)")
+    bench.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="inductor for our model (default: on for inference, where it pays; off for training)",
+    )
+    bench.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="runtime for our fp32 rows")
     bench.add_argument("--device", default="cpu", help="cpu | cuda")
-    bench.add_argument("--peers", default="", help="comma-separated: torchvision,timm,onnxruntime")
+    bench.add_argument(
+        "--peers",
+        help="comma-separated: torchvision,timm,onnxruntime,openvino, or none "
+        "(default: those of torchvision, onnxruntime and openvino that are installed)",
+    )
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--iters", type=int, default=100)
     bench.add_argument("--sweep", choices=["depth", "batch"], help="a scaling view over depth or batch size")

@@ -17,8 +17,7 @@ import tempfile
 from pathlib import Path
 
 from resnets.cli import main as cli
-
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "cifar10-sample.tar.gz"
+from resnets.data import SAMPLE_ARCHIVE
 
 
 def run(*argv: str) -> None:
@@ -43,7 +42,7 @@ def main() -> None:
         "--model",
         "resnet20",
         "--data",
-        str(SAMPLE),
+        str(SAMPLE_ARCHIVE),
         "--recipe",
         "cifar-fast",
         "--out",
@@ -61,9 +60,9 @@ def main() -> None:
         "0",
     )
     weights = str(out / "model.safetensors")
-    run("eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE), "--split", "val", "--flip")
+    run("eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE_ARCHIVE), "--split", "val", "--flip")
     run("plot", str(out))
-    with tempfile.TemporaryDirectory() as folder, tarfile.open(SAMPLE) as archive:
+    with tempfile.TemporaryDirectory() as folder, tarfile.open(SAMPLE_ARCHIVE) as archive:
         names = [m.name for m in archive.getmembers() if m.isfile()][::250]
         for name in names:
             archive.extract(name, folder, filter="data")

@@ -41,6 +41,11 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def cpu_has_vnni() -> bool:
+    """AVX-512 VNNI or AVX-VNNI: int8 dot products without the 16-bit intermediate that can saturate on AVX2."""
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

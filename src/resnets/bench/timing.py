@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -18,11 +19,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from resnets.data import sample_images
 from resnets.hardware import cpu_has_native_bf16, cpu_name, resolve_device
 from resnets.models import create_model, get_entry
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+PRECISIONS = (*DTYPES, "int8")
+PEERS = ("torchvision", "timm", "onnxruntime", "openvino")
+DEFAULT_PEERS = ("torchvision", "onnxruntime", "openvino")
 
 
 @dataclasses.dataclass
@@ -33,6 +37,7 @@ class BenchRow:
     model: str
     mode: str
     dtype: str
+    runtime: str  # torch eager | torch compiled | onnxruntime | openvino
     batch_size: int
     channels_last: bool
     img_per_s: float
@@ -46,18 +51,32 @@ class BenchRow:
     bf16_native: bool
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy with every BatchNorm folded into the conv before it (torch.fx's own fuser)."""
-    from torch.fx.experimental.optimization import fuse
-
-    return fuse(model.eval())
-
-
 class Step:
     """One engine's unit of work: a callable that runs one batch (and, for training, a backward and SGD step)."""
 
-    def __init__(self, engine: str, run: Callable[[], object], channels_last: bool, dtype: str) -> None:
-        self.engine, self.run, self.channels_last, self.dtype = engine, run, channels_last, dtype
+    def __init__(self, engine: str, run: Callable[[], object], channels_last: bool, dtype: str, runtime: str) -> None:
+        self.engine, self.run, self.channels_last, self.dtype, self.runtime = engine, run, channels_last, dtype, runtime
+
+
+def default_dtypes(mode: str, device: torch.device) -> list[str]:
+    """Our default rows: every precision this machine runs natively (int8 for inference where onnxruntime is
+    installed, bf16 where the CPU or GPU has it), fp32 always."""
+    if device.type == "cuda":
+        return ["fp32", "bf16"]
+    dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    if mode == "infer" and importlib.util.find_spec("onnxruntime") is not None:
+        dtypes.append("int8")
+    return dtypes
+
+
+def _ours_infer(model_name: str, x: torch.Tensor, dtype: str, compile_model: bool | None, engine: str) -> Step:
+    from resnets.deploy.optimize import optimize_for_inference
+
+    model = create_model(model_name).to(x.device).eval()
+    calibration = sample_images(256, x.shape[-1]) if dtype == "int8" else None
+    fast = optimize_for_inference(model, dtype, calibration, compile=compile_model, runtime=engine)
+    fast(x)  # compiles (inductor) outside the timed steps
+    return Step("resnets", lambda: fast(x), fast.runtime.startswith("torch"), dtype, fast.runtime)
 
 
 def _torch_step(
@@ -65,26 +84,18 @@ def _torch_step(
     model: nn.Module,
     x: torch.Tensor,
     mode: str,
-    dtype: torch.dtype,
+    dtype: str,
     channels_last: bool,
     compile_model: bool = False,
 ) -> Step:
     device = x.device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     x = x.to(memory_format=memory_format)
-    if mode == "infer":
-        model = model.eval()
-        if engine == "resnets":
-            model = fold_batchnorm(model)
     model = model.to(device, memory_format=memory_format)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    if compile_model and mode == "infer":
-        import torch._inductor.config as inductor_config
-
-        # Freezing lets inductor treat weights as constants: folded, and pre-packed for oneDNN on CPU.
-        inductor_config.freezing = True
+    autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     runner = torch.compile(model) if compile_model else model
     if mode == "infer":
+        model.eval()
 
         def run() -> object:
             with torch.inference_mode(), autocast:
@@ -103,25 +114,48 @@ def _torch_step(
             optimizer.step()
             return loss
 
-    return Step(engine, run, channels_last, DTYPE_NAMES[dtype])
+    return Step(engine, run, channels_last, dtype, "torch compiled" if compile_model else "torch eager")
 
 
-def _onnxruntime_step(model_name: str, x: torch.Tensor) -> Step:
+def _onnxruntime_peer(model: nn.Module, x: torch.Tensor) -> Step:
+    """ONNX Runtime as its users run it: the model exported as is, default session options (threads = cores)."""
     import io
 
     import onnxruntime
 
-    model = create_model(model_name).eval()
     buffer = io.BytesIO()
-    torch.onnx.export(model, (x,), buffer, input_names=["x"], output_names=["y"], dynamo=False)
+    torch.onnx.export(model.eval(), (x,), buffer, input_names=["x"], output_names=["y"], dynamo=False)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     array = x.numpy()
-    return Step("onnxruntime", lambda: session.run(None, {"x": array}), False, "fp32")
+    return Step("onnxruntime", lambda: session.run(None, {"x": array}), False, "fp32", "onnxruntime")
+
+
+def _openvino_peer(model: nn.Module, x: torch.Tensor) -> Step:
+    """OpenVINO as its users run it: convert_model on the PyTorch model, compiled for CPU with default settings."""
+    import openvino
+
+    compiled = openvino.compile_model(openvino.convert_model(model.eval(), example_input=x), "CPU")
+    array = x.numpy()
+    return Step("openvino", lambda: compiled(array), False, "fp32", "openvino")
+
+
+def _torchvision_has(model_name: str) -> bool:
+    import torchvision
+
+    return hasattr(torchvision.models, model_name)
 
 
 def _peer_model(engine: str, model_name: str) -> nn.Module:
+    """The peer's own model; the runtimes (onnxruntime, openvino) take torchvision's, or ours as it is (not
+    optimized) for the nets torchvision lacks."""
+    if engine in ("onnxruntime", "openvino"):
+        import torchvision
+
+        if _torchvision_has(model_name):
+            return getattr(torchvision.models, model_name)(weights=None)
+        return create_model(model_name)
     if engine == "torchvision":
         import torchvision
 
@@ -132,29 +166,40 @@ def _peer_model(engine: str, model_name: str) -> nn.Module:
         import timm
 
         return timm.create_model(model_name, pretrained=False)
-    raise ValueError(f"unknown peer {engine!r}; choose from torchvision, timm, onnxruntime")
+    raise ValueError(f"unknown peer {engine!r}; choose from {', '.join(PEERS)}")
 
 
 def build_steps(
     model_name: str,
     batch_size: int,
     mode: str,
-    dtype: str,
+    dtypes: list[str],
     channels_last: bool,
-    compile_model: bool,
+    compile_model: bool | None,
     device: torch.device,
     peers: list[str],
+    engine: str = "torch",
 ) -> list[Step]:
-    """Our engine as asked, and each peer in its own default configuration (eager, fp32, NCHW)."""
+    """Our engine at each dtype, and each peer in its own default configuration (eager, fp32, NCHW); where we run
+    bf16, torchvision also runs bf16 with channels_last, its fastest eager setting."""
     entry = get_entry(model_name)
     x = torch.randn(batch_size, *entry.input_size, device=device)
-    steps = [_torch_step("resnets", create_model(model_name), x, mode, DTYPES[dtype], channels_last, compile_model)]
+    steps = []
+    for dtype in dtypes:
+        if mode == "infer":
+            steps.append(_ours_infer(model_name, x, dtype, compile_model, engine))
+        elif dtype in ("fp32", "bf16", "fp16"):
+            model = create_model(model_name)
+            steps.append(_torch_step("resnets", model, x, mode, dtype, channels_last, bool(compile_model)))
     for peer in peers:
-        if peer == "onnxruntime":
+        if peer in ("onnxruntime", "openvino"):
             if mode == "infer" and device.type == "cpu":
-                steps.append(_onnxruntime_step(model_name, x))
+                build = _onnxruntime_peer if peer == "onnxruntime" else _openvino_peer
+                steps.append(build(_peer_model(peer, model_name), x))
             continue
-        steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, torch.float32, False))
+        steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, "fp32", False))
+        if peer == "torchvision" and "bf16" in dtypes:
+            steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, "bf16", True))
     return steps
 
 
@@ -184,25 +229,45 @@ def benchmark(
     models: list[str],
     batch_sizes: list[int],
     mode: str = "both",
-    dtype: str = "fp32",
+    dtypes: list[str] | None = None,
     channels_last: bool = True,
-    compile_model: bool = False,
+    compile_model: bool | None = None,
     device: str = "cpu",
     peers: list[str] | None = None,
     warmup: int = 10,
     iters: int = 100,
+    engine: str = "torch",
 ) -> list[BenchRow]:
-    """Rows of timings: ours and each peer, for every model, batch size and mode."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    """Rows of timings: ours at each dtype (default: every precision the machine runs natively) and each peer
+    (default: those of torchvision, onnxruntime and openvino that are installed and have the model), for every
+    model, batch size and mode. compile_model None = inductor for inference where a C++ compiler is
+    present, eager for training (inductor did not pay for CPU training here)."""
+    unknown = sorted(set(dtypes or []) - set(PRECISIONS))
+    if unknown:
+        raise ValueError(f"dtype {unknown[0]!r} is not one of {', '.join(PRECISIONS)}")
+    if peers is None:
+        peers = [name for name in DEFAULT_PEERS if importlib.util.find_spec(name) is not None]
+        peers = [name for name in peers if name != "torchvision" or all(_torchvision_has(m) for m in models)]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
     torch_device = resolve_device(device)
     modes = ["infer", "train"] if mode == "both" else [mode]
     rows = []
     for model_name in models:
         for batch_size in batch_sizes:
             for current in modes:
+                chosen = dtypes or default_dtypes(current, torch_device)
                 steps = build_steps(
-                    model_name, batch_size, current, dtype, channels_last, compile_model, torch_device, peers or []
+                    model_name,
+                    batch_size,
+                    current,
+                    chosen,
+                    channels_last,
+                    compile_model,
+                    torch_device,
+                    peers,
+                    engine,
                 )
                 if torch_device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(torch_device)
@@ -216,6 +281,7 @@ def benchmark(
                             model=model_name,
                             mode=current,
                             dtype=step.dtype,
+                            runtime=step.runtime,
                             batch_size=batch_size,
                             channels_last=step.channels_last,
                             img_per_s=batch_size / mean,
@@ -233,9 +299,9 @@ def benchmark(
 
 
 def format_rows(rows: list[BenchRow]) -> str:
-    """A table with each row's speed relative to the first peer (or ours) of its group."""
+    """A table with each row's speed relative to the first peer of its group (torchvision when it runs)."""
     lines = [
-        f"{'engine':<12} {'model':<18} {'mode':<6} {'dtype':<5} {'batch':>5} {'CL':>3} {'img/s':>8} "
+        f"{'engine':<12} {'runtime':<15} {'model':<16} {'mode':<6} {'dtype':<5} {'batch':>5} {'CL':>3} {'img/s':>8} "
         f"{'ms mean ± sd':>18} {'median':>8} {'vs base':>8}"
     ]
     base: dict[tuple, float] = {}
@@ -247,7 +313,7 @@ def format_rows(rows: list[BenchRow]) -> str:
         key = (row.model, row.mode, row.batch_size)
         ratio = f"{row.img_per_s / base[key]:.2f}x" if key in base else ""
         lines.append(
-            f"{row.engine:<12} {row.model:<18} {row.mode:<6} {row.dtype:<5} {row.batch_size:>5} "
+            f"{row.engine:<12} {row.runtime:<15} {row.model:<16} {row.mode:<6} {row.dtype:<5} {row.batch_size:>5} "
             f"{'y' if row.channels_last else 'n':>3} {row.img_per_s:>8.1f} {row.ms_mean:>9.1f} ± {row.ms_std:<6.1f} "
             f"{row.ms_median:>8.1f} {ratio:>8}"
         )

@@ -3,18 +3,21 @@
 from resnets.data.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SAMPLE_ARCHIVE,
     FileBatches,
     TensorBatches,
     channel_stats,
     make_batches,
     normalize,
     pad_crop_flip,
+    sample_images,
 )
 from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset, stratified_split
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SAMPLE_ARCHIVE",
     "DataError",
     "FileBatches",
     "ImageSet",
@@ -25,5 +28,6 @@ __all__ = [
     "make_batches",
     "normalize",
     "pad_crop_flip",
+    "sample_images",
     "stratified_split",
 ]

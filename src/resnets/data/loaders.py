@@ -12,14 +12,16 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnets.data.sources import ImageSet, decode_image
+from resnets.data.sources import ImageSet, decode_image, load_dataset
 
 # torchvision's ImageNet normalization: the default for large images and for weights that carry none.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -159,3 +161,31 @@ def make_batches(data: ImageSet, batch_size: int, mean, std, augment: bool, imag
     if data.images is not None:
         return TensorBatches(data, batch_size, mean, std, augment, seed, **kw)
     return FileBatches(data, batch_size, mean, std, augment, image_size, seed, **kw)
+
+
+# The stratified 1,000-image CIFAR-10 sample that ships in the repository (demo, tests, calibration, export checks).
+SAMPLE_ARCHIVE = Path(__file__).resolve().parents[3] / "data" / "cifar10-sample.tar.gz"
+
+
+def sample_images(
+    count: int,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    data: str | os.PathLike | None = None,
+) -> torch.Tensor:
+    """`count` real images spread over the classes of `data` (default: the embedded CIFAR-10 sample), normalized
+    and resized to `size`: for int8 calibration and export checks.
+
+    Example:
+        >>> sample_images(64, 224).shape
+        torch.Size([64, 3, 224, 224])
+    """
+    train, _ = load_dataset(data or SAMPLE_ARCHIVE)
+    if train.images is None:
+        raise ValueError(f"{data}: calibration and checks need small images decoded in memory")
+    step = max(1, len(train) // count)
+    images = normalize(train.images[::step][:count], mean, std)
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return images

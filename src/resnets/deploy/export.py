@@ -15,26 +15,17 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from resnets.atomic import atomic_write
-from resnets.data import load_dataset, normalize
+from resnets.data import sample_images
 from resnets.deploy.predict import Predictor
 
-SAMPLE = Path(__file__).resolve().parents[3] / "data" / "cifar10-sample.tar.gz"
 FORMATS = ("onnx", "torchscript", "exported")
 
 
 def check_images(predictor: Predictor, count: int = 64, data: str | os.PathLike | None = None) -> torch.Tensor:
     """`count` real images, normalized as the model expects, at its input size."""
-    train, _ = load_dataset(data or SAMPLE)
-    if train.images is None:
-        raise ValueError(f"{data}: export checks need small images decoded in memory")
-    step = max(1, len(train) // count)
-    images = normalize(train.images[::step][:count], predictor.mean, predictor.std)
-    if images.shape[-1] != predictor.image_size:
-        images = F.interpolate(images, size=predictor.image_size, mode="bilinear", align_corners=False)
-    return images
+    return sample_images(count, predictor.image_size, predictor.mean, predictor.std, data)
 
 
 def export_model(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from resnets.data import (
     decode_image,
     load_dataset,
     make_batches,
+    sample_images,
     stratified_split,
 )
 from resnets.models import ResNet, get_entry
@@ -42,6 +44,17 @@ class Predictor:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # the optimized path, once `optimize` ran
+
+    def optimize(self, dtype: str = "auto", calibration: str | os.PathLike | None = None) -> str:
+        """Serve through `optimize_for_inference`, calibrated on real images (default: the embedded CIFAR-10
+        sample); returns a one-line description of the path chosen."""
+        from resnets.deploy.optimize import optimize_for_inference
+
+        images = sample_images(256, self.image_size, self.mean, self.std, calibration)
+        fast = optimize_for_inference(self.model, dtype, images)
+        self.runner = fast
+        return f"{fast.dtype} on {fast.runtime}"
 
     @classmethod
     def load(cls, model_name: str, weights: str | os.PathLike | None = None, pretrained: bool = False) -> Predictor:
@@ -93,7 +106,7 @@ class Predictor:
             except DataError as error:
                 results.append({"file": file, "error": str(error)})
         if batch:
-            probabilities = self.model(torch.stack(batch)).softmax(dim=1)
+            probabilities = (self.runner or self.model)(torch.stack(batch)).softmax(dim=1)
             k = min(topk, len(self.classes))
             values, indices = probabilities.topk(k, dim=1)
             for slot, row_values, row_indices in zip(slots, values, indices, strict=True):
@@ -121,4 +134,4 @@ class Predictor:
         else:
             raise ValueError(f"split {split!r} is not one of auto, val, all")
         batches = make_batches(chosen, 256, self.mean, self.std, False, self.image_size)
-        return evaluate(self.model, batches, torch.device("cpu"), flip=flip)
+        return evaluate(self.runner or self.model, batches, torch.device("cpu"), flip=flip)

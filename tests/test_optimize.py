@@ -1,0 +1,94 @@
+"""`optimize_for_inference` and `--fast`: each precision and runtime agrees with the eager fp32 model on real images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnets.cli import main
+from resnets.data import sample_images
+from resnets.deploy import Predictor
+from resnets.deploy.optimize import InferenceModel, optimize_for_inference
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped resnet20 and 500 real CIFAR-10 images from the embedded sample, normalized as it was trained."""
+    predictor = Predictor.load("resnet20", pretrained=True)
+    images = sample_images(500, 32, predictor.mean, predictor.std)
+    with torch.no_grad():
+        reference = predictor.model(images)
+    return predictor.model, images, reference
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+@pytest.mark.parametrize(
+    ("dtype", "options", "runtime"),
+    [
+        ("fp32", {"compile": False}, "torch eager"),
+        ("fp32", {"compile": True}, "torch compiled"),
+        ("fp32", {"runtime": "onnxruntime"}, "onnxruntime"),
+    ],
+)
+def test_fp32_paths_are_exact(shipped, dtype, options, runtime):
+    model, images, reference = shipped
+    fast = optimize_for_inference(model, dtype, **options)
+    assert (fast.dtype, fast.runtime) == (dtype, runtime)
+    torch.testing.assert_close(fast(images), reference, rtol=1e-4, atol=1e-4)
+    assert model.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_int8_keeps_top1_on_real_images(shipped):
+    model, images, reference = shipped
+    fast = optimize_for_inference(model, "int8", calibration=images[::2][:256])
+    assert (fast.dtype, fast.runtime) == ("int8", "onnxruntime")
+    assert agreement(fast(images), reference) >= 0.98
+
+
+def test_bf16_agrees_with_fp32(shipped):
+    model, images, reference = shipped
+    fast = optimize_for_inference(model, "bf16", compile=False)
+    logits = fast(images[:128])
+    assert logits.dtype == torch.float32
+    assert agreement(logits, reference[:128]) >= 0.95
+
+
+def test_auto_keeps_the_fastest_precision_that_agrees(shipped):
+    model, images, _ = shipped
+    fast = optimize_for_inference(model, "auto", calibration=images[:256], compile=False)
+    assert {"fp32", "int8"} <= set(fast.choices)
+    kept = {d: c for d, c in fast.choices.items() if c["top1_agreement"] >= 0.98}
+    assert fast.dtype == max(kept, key=lambda d: kept[d]["img_per_s"])
+
+
+def test_bad_requests_are_clear(shipped):
+    model, images, _ = shipped
+    with pytest.raises(ValueError, match="int8 needs calibration images"):
+        optimize_for_inference(model, "int8")
+    with pytest.raises(ValueError, match="dtype 'int4' is not one of"):
+        optimize_for_inference(model, "int4")
+    with pytest.raises(ValueError, match="runs fp32 and int8, not bf16"):
+        optimize_for_inference(model, "bf16", runtime="onnxruntime")
+    fast = optimize_for_inference(model, "fp32", compile=False)
+    assert isinstance(fast, InferenceModel) and fast.eval() is fast
+    with pytest.raises(ValueError, match="cannot be trained"):
+        fast.train()
+
+
+def test_eval_and_predict_with_fast(tmp_path, capsys):
+    data = ["--data", "data/cifar10-sample.tar.gz", "--json"]
+    assert main(["eval", "--model", "resnet20", "--pretrained", *data]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--model", "resnet20", "--pretrained", "--fast", "int8", *data]) == 0
+    captured = capsys.readouterr()
+    fast = json.loads(captured.out)
+    assert "optimized path: int8 on onnxruntime" in captured.err
+    assert fast["n"] == plain["n"] == 1000 and abs(fast["top1"] - plain["top1"]) <= 0.01
+    missing = str(tmp_path / "missing.png")
+    assert main(["predict", "--model", "resnet20", "--pretrained", "--fast", "fp32", missing, "--json"]) == 1
+    assert "no such file" in capsys.readouterr().out
