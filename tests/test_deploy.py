@@ -35,3 +35,17 @@ def test_export_bad_input(tmp_path, capsys, weights):
     assert main([*argv, "--out", str(tmp_path / "x.onnx")]) == 2
     assert "no such weight file" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_onnx_export_is_checked_on_real_images(tmp_path, capsys):
+    out = tmp_path / "resnet20-int8.onnx"
+    argv = ["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--dtype", "int8", "--out", str(out)]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dtype"] == "int8" and report["top1_agreement"] >= 0.95
+    import onnx
+
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
+    ts = ["export", "--model", "resnet20", "--pretrained", "--format", "torchscript", "--dtype", "int8"]
+    assert main([*ts, "--out", str(tmp_path / "x.ts")]) == 2
+    assert "exports are fp32, and int8 for onnx" in capsys.readouterr().err

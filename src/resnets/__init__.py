@@ -5,6 +5,7 @@ Example:
     >>> model = resnets.create_model("resnet20")
 """
 
+from resnets.deploy.optimize import optimize_for_inference
 from resnets.models import ModelConfig, ResNet, get_config, list_models
 from resnets.weights import convert, load_weights
 from resnets.weights.pretrained import create_model
@@ -19,4 +20,5 @@ __all__ = [
     "get_config",
     "list_models",
     "load_weights",
+    "optimize_for_inference",
 ]

@@ -263,12 +263,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from resnets.deploy.export import export_model
 
-    report = export_model(_predictor(args), args.format, args.out, data=args.data)
+    report = export_model(_predictor(args), args.format, args.out, data=args.data, dtype=args.dtype)
     if args.json:
         print(json.dumps(report))
     else:
         print(
-            f"wrote {report['out']} ({report['format']}); on {report['images']} real images: "
+            f"wrote {report['out']} ({report['format']}, {report['dtype']}); on {report['images']} real images: "
             f"max abs difference {report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.1%}"
         )
 
@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.choices["export"]
     export.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported"])
     export.add_argument("--out", required=True)
+    export.add_argument("--dtype", default="fp32", choices=["fp32", "int8"], help="int8: ONNX QDQ, calibrated")
     export.add_argument("--data", help="images for the check (default: the embedded CIFAR-10 sample)")
 
     bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")
