@@ -72,4 +72,5 @@ def describe_device(device: torch.device | None = None) -> str:
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     simd = "AVX-512" if "avx512f" in cpu_flags() else "AVX2" if "avx2" in cpu_flags() else "no AVX2"
     bf16 = "native BF16" if cpu_has_native_bf16() else "BF16 emulated"
-    return f"{cpu_name()} ({torch.get_num_threads()} threads, {simd}, {bf16})"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''}, {simd}, {bf16})"

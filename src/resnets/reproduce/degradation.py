@@ -30,7 +30,9 @@ def report(results: list[Result], out: Path) -> str:
     for axis, family in zip(axes, ("plain", "resnet"), strict=True):
         for depth, color in ((20, "tab:orange"), (56, "tab:red")):
             error_curves(axis, by_label[f"{family}-{depth}"], color, f"{family}-{depth}")
-        axis.set(title=f"{family} nets", xlabel="iteration", ylabel="error (%)")
+        axis.set(
+            title={"plain": "plain nets", "resnet": "residual nets"}[family], xlabel="iteration", ylabel="error (%)"
+        )
         axis.grid(alpha=0.3)
         axis.legend(title="bold: validation, dashed: training")
     save_figure(figure, out.parent / f"{out.name}.png")
@@ -46,7 +48,12 @@ def report(results: list[Result], out: Path) -> str:
         + ("the deeper plain net is worse, the degradation problem." if degraded else "no degradation at this budget."),
         f"- Residual nets: resnet-56 ends with {res56.train_error:.2f}% training error against resnet-20's "
         f"{res20.train_error:.2f}% (validation {res56.val_error:.2f}% against {res20.val_error:.2f}%): "
-        + ("the deeper residual net is better." if improved else "depth does not help yet at this budget."),
+        + (
+            "the deeper residual net is better."
+            if improved
+            else "depth does not help yet at this budget: the deeper net starts slower, and the paper's ordering "
+            "needs a longer schedule (`--iterations`, or `--budget paper` on a GPU)."
+        ),
         "- Training error is measured on the augmented mini-batches since the previous point (the paper's thin "
         "curves); validation error on the held-out images.",
     ]

@@ -278,7 +278,10 @@ def write_report(
 def error_curves(axis, result: Result, color: str, label: str) -> None:
     """The paper's Fig. 6 style: thin dashed training error, bold validation error, against iterations."""
     steps = [row["step"] for row in result.history]
-    axis.plot(steps, [100 * (1 - row["train_top1"]) for row in result.history], "--", color=color, linewidth=1)
+    # An epoch's last record can cover a handful of steps: too few for a training error worth drawing.
+    spans = [step - previous for previous, step in zip([0, *steps], steps, strict=False)]
+    full = [row for row, span in zip(result.history, spans, strict=True) if span * 2 >= max(spans)]
+    axis.plot([r["step"] for r in full], [100 * (1 - r["train_top1"]) for r in full], "--", color=color, linewidth=1)
     axis.plot(
         steps, [100 * (1 - row["val_top1"]) for row in result.history], "-", color=color, linewidth=2.2, label=label
     )
