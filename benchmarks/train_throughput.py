@@ -146,7 +146,7 @@ def main() -> None:
         compare(
             "resnet50, 224x224, batch 16",
             lambda: plain_loop("resnet50", large_loader, steps),
-            lambda: engine("resnet50", folder, steps, workdir, batch_size=16, val_fraction=0.1),
+            lambda: engine("resnet50", folder, steps, workdir, batch_size=16, val_fraction=0.1, augment="imagenet"),
             args.rounds,
         )
 
