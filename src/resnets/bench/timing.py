@@ -121,13 +121,11 @@ def _onnxruntime_peer(model: nn.Module, x: torch.Tensor) -> Step:
     """ONNX Runtime as its users run it: the model exported as is, default session options (threads = cores)."""
     import io
 
-    import onnxruntime
+    from resnets.deploy.optimize import onnxruntime_session
 
     buffer = io.BytesIO()
     torch.onnx.export(model.eval(), (x,), buffer, input_names=["x"], output_names=["y"], dynamo=False)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(buffer.getvalue())
     array = x.numpy()
     return Step("onnxruntime", lambda: session.run(None, {"x": array}), False, "fp32", "onnxruntime")
 

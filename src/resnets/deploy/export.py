@@ -47,8 +47,9 @@ def export_model(
     example = images[:2]
     out = Path(out)
     if fmt == "onnx":
-        calibration = sample_images(320, predictor.image_size, predictor.mean, predictor.std, data)[64:]
-        calibration = calibration if dtype == "int8" else None
+        calibration = None
+        if dtype == "int8":
+            calibration = sample_images(320, predictor.image_size, predictor.mean, predictor.std, data)[64:]
         atomic_write(out, lambda path: write_onnx(model, path, calibration))
         session = onnxruntime_session(out)
         exported = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])

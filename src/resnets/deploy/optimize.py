@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from resnets.hardware import cpu_has_native_bf16, cpu_has_vnni
+from resnets.models import input_size
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("torch", "onnxruntime")
@@ -54,10 +55,11 @@ class InferenceModel:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy with every BatchNorm folded into the conv before it (torch.fx's own fuser)."""
+    """An inference copy with every BatchNorm folded into the conv before it (torch.fx's own fuser); `model`
+    itself is left as it was, training mode included."""
     from torch.fx.experimental.optimization import fuse
 
-    return fuse(model.eval())
+    return fuse(copy.deepcopy(model).eval(), inplace=True)
 
 
 def can_compile() -> bool:
@@ -102,7 +104,7 @@ def optimize_for_inference(
 
 def _torch_model(model: nn.Module, dtype: str, compile_model: bool) -> InferenceModel:
     device = next(model.parameters()).device
-    folded = fold_batchnorm(copy.deepcopy(model).cpu()).to(device, memory_format=torch.channels_last)
+    folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
     # Freezing lets inductor treat the weights as constants: folded further and pre-packed for oneDNN.
     runner = torch.compile(folded, dynamic=False, options={"freezing": True}) if compile_model else folded
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
@@ -130,7 +132,8 @@ def write_onnx(model: nn.Module, path: str | Path, calibration: torch.Tensor | N
     model = copy.deepcopy(model).cpu().eval()
     with tempfile.TemporaryDirectory() as folder:
         fp32 = Path(folder) / "model.onnx"
-        example = torch.zeros(1, *_input_shape(model, calibration))
+        natural = input_size(model.config) if hasattr(model, "config") else (3, 224, 224)
+        example = torch.zeros(1, *(calibration.shape[1:] if calibration is not None else natural))
         with warnings.catch_warnings():
             # Option A shortcuts subsample with a strided slice, which ONNX cannot constant-fold; nothing is wrong.
             warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
@@ -170,13 +173,14 @@ def write_onnx(model: nn.Module, path: str | Path, calibration: torch.Tensor | N
     return Path(path)
 
 
-def onnxruntime_session(path: str | Path):
-    """An ONNX Runtime CPU session using as many threads as torch does."""
+def onnxruntime_session(model: str | Path | bytes):
+    """An ONNX Runtime CPU session on a file or serialized model, using as many threads as torch does."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _onnxruntime_model(model: nn.Module, calibration: torch.Tensor | None) -> InferenceModel:
@@ -188,14 +192,6 @@ def _onnxruntime_model(model: nn.Module, calibration: torch.Tensor | None) -> In
         return torch.from_numpy(session.run(None, {"images": array})[0])
 
     return InferenceModel(run, "fp32" if calibration is None else "int8", "onnxruntime")
-
-
-def _input_shape(model: nn.Module, calibration: torch.Tensor | None) -> tuple[int, ...]:
-    if calibration is not None:
-        return tuple(calibration.shape[1:])
-    size = 32 if getattr(getattr(model, "config", None), "stem", None) == "cifar" else 224
-    in_chans = getattr(getattr(model, "config", None), "in_chans", 3)
-    return (in_chans, size, size)
 
 
 def _fastest_accurate(model: nn.Module, calibration: torch.Tensor | None, compile: bool | None) -> InferenceModel:

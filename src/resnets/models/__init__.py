@@ -13,7 +13,16 @@ from resnets.models.config import (
     ShortcutVariant,
     Stem,
 )
-from resnets.models.registry import ModelEntry, cifar, create_model, get_config, get_entry, imagenet, list_models
+from resnets.models.registry import (
+    ModelEntry,
+    cifar,
+    create_model,
+    get_config,
+    get_entry,
+    imagenet,
+    input_size,
+    list_models,
+)
 from resnets.models.resnet import ResNet
 
 __all__ = [
@@ -37,5 +46,6 @@ __all__ = [
     "get_config",
     "get_entry",
     "imagenet",
+    "input_size",
     "list_models",
 ]

@@ -65,9 +65,14 @@ def cifar(depth: int, block: Block = Block.BASIC, **fields: Any) -> ModelConfig:
     return base.with_depth(depth)
 
 
+def input_size(config: ModelConfig) -> tuple[int, int, int]:
+    """The (C, H, W) a network of this config is built for: 32x32 for the CIFAR stem, 224x224 otherwise."""
+    side = 32 if config.stem is Stem.CIFAR else 224
+    return (config.in_chans, side, side)
+
+
 def register(name: str, config: ModelConfig, source: str) -> None:
-    size = (config.in_chans, 32, 32) if config.stem is Stem.CIFAR else (config.in_chans, 224, 224)
-    _REGISTRY[name] = ModelEntry(name, config, size, source)
+    _REGISTRY[name] = ModelEntry(name, config, input_size(config), source)
 
 
 # Keras builds BatchNormalization with epsilon=1.001e-5 in its ResNets (keras/applications/resnet.py).
