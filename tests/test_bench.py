@@ -84,3 +84,14 @@ def test_bench_bad_input(capsys):
     assert "name at least one model" in capsys.readouterr().err
     assert main(["bench", "resnet20", "--peers", "tensorrt"]) == 2
     assert "unknown peer 'tensorrt'" in capsys.readouterr().err
+
+
+def test_sweeps_cover_the_family_and_plot_one_line_per_precision(tmp_path, capsys):
+    assert timing.sweep_models("depth", ["resnet20"]) == [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
+    assert timing.sweep_models("depth", []) == [f"resnet{d}" for d in (18, 34, 50, 101, 152)]
+    figure = tmp_path / "batch.png"
+    argv = ["bench", "resnet20", "--sweep", "batch", "--batch-size", "1", "2", "--mode", "infer", "--peers", "none"]
+    assert main([*argv, "--no-compile", "--warmup", "0", "--iters", "1", "--plot", str(figure), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
+    assert sorted((r["batch_size"], r["dtype"]) for r in rows) == [(1, "fp32"), (1, "int8"), (2, "fp32"), (2, "int8")]
+    assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"

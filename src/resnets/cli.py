@@ -50,7 +50,8 @@ splits: auto (the data's val/test part, else all of it), val (the fixed stratifi
   resnets bench resnet50 --batch-size 16 --mode both --peers torchvision,timm,onnxruntime
   resnets bench resnet20 resnet56 --batch-size 128 --mode train --iters 20 --json
   resnets bench resnet50 --dtype bf16 --peers torchvision     (bf16 is fast only where the CPU has it natively)
-  resnets bench --sweep depth --mode infer --iters 10 --plot depth.png""",
+  resnets bench --sweep depth --mode infer --iters 10 --plot depth.png          (ImageNet nets, 18 to 152 layers)
+  resnets bench resnet20 --sweep depth --batch-size 64 --plot cifar-depth.png   (CIFAR nets, 20 to 1202 layers)""",
     "reproduce": """examples:
   resnets reproduce degradation --data cifar10-train-jpg.tar.gz --out docs/results
   resnets reproduce depth --data cifar10-train-jpg.tar.gz --budget paper --device cuda
@@ -230,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from resnets.bench.timing import benchmark, format_rows, sweep_models
     from resnets.hardware import cpu_has_native_bf16, describe_device, resolve_device
 
-    models = args.models or (sweep_models(args.sweep) if args.sweep == "depth" else [])
+    models = sweep_models(args.sweep, args.models) if args.sweep else args.models
     if not models:
         raise CliError("name at least one model (or use --sweep depth)")
     batch_sizes = args.batch_size or ([1, 2, 4, 8, 16, 32, 64] if args.sweep == "batch" else [16])
@@ -398,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--iters", type=int, default=100)
-    bench.add_argument("--sweep", choices=["depth", "batch"], help="a scaling view over depth or batch size")
+    bench.add_argument(
+        "--sweep", choices=["depth", "batch"], help="a scaling view over depth (the named model's family) or batch size"
+    )
     bench.add_argument("--plot", help="PNG of img/s and achieved GFLOP/s")
     bench.add_argument("--json", action="store_true")
 

@@ -14,7 +14,7 @@ import dataclasses
 import importlib.util
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -318,32 +318,35 @@ def format_rows(rows: list[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def sweep_models(kind: str) -> list[str]:
-    """The depths a scaling view covers: ImageNet 18 to 152."""
-    return ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"] if kind == "depth" else []
+def sweep_models(kind: str, models: Sequence[str] = ()) -> list[str]:
+    """The nets a depth sweep covers: the paper's depths of the named model's family (CIFAR 20 to 1202, ImageNet 18 to
+    152; ImageNet when none is named). Example: `sweep_models("depth", ["resnet20"])[-1] == "resnet1202"`."""
+    if kind != "depth":
+        return list(models)
+    cifar = any(get_entry(name).family == "cifar" for name in models)
+    depths = (20, 32, 44, 56, 110, 1202) if cifar else (18, 34, 50, 101, 152)
+    return [f"resnet{depth}" for depth in depths]
 
 
 def plot_rows(rows: list[BenchRow], path: str, by: str = "model") -> str:
-    """img/s and achieved GFLOP/s of our rows against depth or batch size, one line per mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """img/s and achieved GFLOP/s of our rows against depth or batch size, one line per mode and precision."""
     from resnets.bench.profile import profile
+    from resnets.train.plots import pyplot
+
+    plt = pyplot()
 
     ours = [r for r in rows if r.engine == "resnets"]
     figure, (speed, flops) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in sorted({r.mode for r in ours}):
-        selected = [r for r in ours if r.mode == mode]
+    for mode, dtype in sorted({(r.mode, r.dtype) for r in ours}):
+        selected = [r for r in ours if (r.mode, r.dtype) == (mode, dtype)]
         labels = [str(getattr(r, by)) for r in selected]
         # training costs about three forward passes: forward, and a backward of twice its work
         factor = 2 * (3 if mode == "train" else 1)
         achieved = [r.img_per_s * factor * profile(r.model).macs / 1e9 for r in selected]
-        speed.plot(labels, [r.img_per_s for r in selected], marker="o", label=mode)
-        flops.plot(labels, achieved, marker="o", label=mode)
+        speed.plot(labels, [r.img_per_s for r in selected], marker="o", label=f"{mode} {dtype}")
+        flops.plot(labels, achieved, marker="o", label=f"{mode} {dtype}")
     speed.set(title="images per second", xlabel=by)
-    flops.set(title="achieved GFLOP/s", xlabel=by)
+    flops.set(title="achieved GFLOP/s (int8: GOP/s)", xlabel=by)
     for axis in (speed, flops):
         axis.legend()
         axis.grid(alpha=0.3)

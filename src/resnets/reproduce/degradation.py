@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resnets.reproduce.runner import Budget, Result, Run, error_curves, error_table, pyplot, save_figure
+from resnets.reproduce.runner import Budget, Result, Run, error_curves, error_table, save_figure
+from resnets.train.plots import pyplot
 
 TITLE = "The degradation problem: plain-20/56 against resnet-20/56 on CIFAR-10 (ResNet paper, Fig. 6)"
 

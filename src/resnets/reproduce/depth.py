@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resnets.reproduce.runner import Budget, Result, Run, error_curves, error_table, pyplot, save_figure
+from resnets.reproduce.runner import Budget, Result, Run, error_curves, error_table, save_figure
+from resnets.train.plots import pyplot
 
 TITLE = "Depth: CIFAR-10 residual nets from 20 to 1202 layers (ResNet paper, Table 6)"
 PAPER_ERROR = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43", 1202: "7.93"}

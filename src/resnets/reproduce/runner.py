@@ -18,6 +18,7 @@ from typing import Any
 from resnets.atomic import atomic_write
 from resnets.models import create_model
 from resnets.train import get_recipe, train
+from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
 
 
@@ -295,15 +296,6 @@ def save_figure(figure, path: Path) -> Path:
 
     plt.close(figure)
     return path
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def variant_report(results: list[Result], out: Path, note: str) -> str:

@@ -21,13 +21,19 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Three panels side by side; returns the PNG's path."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: figures are written, never shown (no display here)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Three panels side by side; returns the PNG's path."""
+    plt = pyplot()
     rows = read_metrics(run_dir)
     epochs = [r["epoch"] for r in rows]
     figure, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
