@@ -30,8 +30,8 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize(
     ("dtype", "options", "runtime"),
     [
-        ("fp32", {"compile": False}, "torch eager"),
-        ("fp32", {"compile": True}, "torch compiled"),
+        ("fp32", {"compile": False, "runtime": "torch"}, "torch eager"),
+        ("fp32", {"compile": True, "runtime": "torch"}, "torch compiled"),
         ("fp32", {"runtime": "onnxruntime"}, "onnxruntime"),
     ],
 )
@@ -53,6 +53,7 @@ def test_int8_keeps_top1_on_real_images(shipped):
 def test_bf16_agrees_with_fp32(shipped):
     model, images, reference = shipped
     fast = optimize_for_inference(model, "bf16", compile=False)
+    assert (fast.dtype, fast.runtime) == ("bf16", "torch eager")
     logits = fast(images[:128])
     assert logits.dtype == torch.float32
     assert agreement(logits, reference[:128]) >= 0.95
@@ -77,6 +78,8 @@ def test_bad_requests_are_clear(shipped):
     with pytest.raises(ValueError, match="runs fp32 and int8, not bf16"):
         optimize_for_inference(model, "bf16", runtime="onnxruntime")
     fast = optimize_for_inference(model, "fp32", compile=False)
+    # runtime="auto" times every fp32 runtime and keeps the fastest
+    assert set(fast.choices) == {"fp32 torch eager", "fp32 onnxruntime"} and fast.dtype == "fp32"
     assert isinstance(fast, InferenceModel) and fast.eval() is fast
     with pytest.raises(ValueError, match="cannot be trained"):
         fast.train()

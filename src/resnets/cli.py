@@ -390,7 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="inductor for our model (default: on for inference, where it pays; off for training)",
     )
-    bench.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="runtime for our fp32 rows")
+    bench.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="runtime for our inference rows (auto: the fastest of those that run each precision, timed first)",
+    )
     bench.add_argument("--device", default="cpu", help="cpu | cuda")
     bench.add_argument(
         "--peers",

@@ -21,7 +21,7 @@ from torch import nn
 
 from resnets.data import sample_images
 from resnets.hardware import cpu_has_native_bf16, cpu_name, resolve_device
-from resnets.models import create_model, get_entry
+from resnets.models import CIFAR_DEPTHS, IMAGENET_DEPTHS, create_model, get_entry
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = (*DTYPES, "int8")
@@ -176,7 +176,7 @@ def build_steps(
     compile_model: bool | None,
     device: torch.device,
     peers: list[str],
-    engine: str = "torch",
+    engine: str = "auto",
 ) -> list[Step]:
     """Our engine at each dtype, and each peer in its own default configuration (eager, fp32, NCHW); where we run
     bf16, torchvision also runs bf16 with channels_last, its fastest eager setting."""
@@ -234,7 +234,7 @@ def benchmark(
     peers: list[str] | None = None,
     warmup: int = 10,
     iters: int = 100,
-    engine: str = "torch",
+    engine: str = "auto",
 ) -> list[BenchRow]:
     """Rows of timings: ours at each dtype (default: every precision the machine runs natively) and each peer
     (default: those of torchvision, onnxruntime and openvino that are installed and have the model), for every
@@ -324,7 +324,7 @@ def sweep_models(kind: str, models: Sequence[str] = ()) -> list[str]:
     if kind != "depth":
         return list(models)
     cifar = any(get_entry(name).family == "cifar" for name in models)
-    depths = (20, 32, 44, 56, 110, 1202) if cifar else (18, 34, 50, 101, 152)
+    depths = CIFAR_DEPTHS if cifar else IMAGENET_DEPTHS
     return [f"resnet{depth}" for depth in depths]
 
 

@@ -14,6 +14,8 @@ from resnets.models.config import (
     Stem,
 )
 from resnets.models.registry import (
+    CIFAR_DEPTHS,
+    IMAGENET_DEPTHS,
     ModelEntry,
     cifar,
     create_model,
@@ -26,6 +28,8 @@ from resnets.models.registry import (
 from resnets.models.resnet import ResNet
 
 __all__ = [
+    "CIFAR_DEPTHS",
+    "IMAGENET_DEPTHS",
     "Activation",
     "Block",
     "BottleneckStride",

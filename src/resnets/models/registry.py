@@ -79,8 +79,11 @@ def register(name: str, config: ModelConfig, source: str) -> None:
 KERAS = dict(norm_eps=1.001e-5)
 PAPER = dict(bottleneck_stride=BottleneckStride.FIRST_1X1)
 PREACT = dict(activation=Activation.FULL_PREACT)
+# The depths each paper trained: ImageNet (ResNet paper, Table 1) and CIFAR-10 (Sec. 4.2, Table 6).
+IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 
-for _depth in (18, 34, 50, 101, 152):
+for _depth in IMAGENET_DEPTHS:
     register(f"resnet{_depth}", imagenet(_depth), "torchvision; stride on the 3x3 (v1.5)")
     register(f"resnet{_depth}_paper", imagenet(_depth, **PAPER), "ResNet paper / Caffe release; stride on the 1x1")
     register(f"preact_resnet{_depth}", imagenet(_depth, **PREACT), "Identity Mappings paper; full pre-activation")
@@ -104,7 +107,7 @@ register("resnext101_64x4d", imagenet(101, groups=64, width_per_group=4), "ResNe
 register("wide_resnet50_2", imagenet(50, width_per_group=128), "Wide ResNet paper; torchvision")
 register("wide_resnet101_2", imagenet(101, width_per_group=128), "Wide ResNet paper; torchvision")
 
-for _depth in (20, 32, 44, 56, 110, 1202):
+for _depth in CIFAR_DEPTHS:
     register(f"resnet{_depth}", cifar(_depth, shortcut=ShortcutOption.A), "ResNet paper, Sec. 4.2; option A")
     register(f"resnet{_depth}_b", cifar(_depth, shortcut=ShortcutOption.B), "ResNet paper, Sec. 4.2; option B")
 for _depth in (20, 32, 44, 56, 110):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from resnets.atomic import atomic_write
-from resnets.models import create_model
+from resnets.models import CIFAR_DEPTHS, create_model
 from resnets.train import get_recipe, train
 from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
@@ -60,7 +60,7 @@ BUDGETS = {
         "paper",
         iterations=64_000,
         eval_every=1_000,
-        depths=(20, 32, 44, 56, 110, 1202),
+        depths=CIFAR_DEPTHS,
         ablation_depth=110,
         ablation_iterations=64_000,
     ),
