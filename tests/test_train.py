@@ -17,6 +17,7 @@ from resnets.cli import main
 from resnets.models import create_model
 from resnets.train import TrainingError, get_recipe, train
 from resnets.train.plots import read_metrics
+from resnets.weights.readers import WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -123,6 +124,25 @@ def test_resume_continues_exactly(tmp_path):
         == [4, 8, 12, 15, 16, 20, 24, 28, 30]
     )
     assert [r["val_top1"] for r in rows["resumed"]] == [r["val_top1"] for r in rows["straight"]]
+
+
+def test_weights_average_is_evaluated_saved_and_resumed(tmp_path):
+    recipe = tiny_recipe(epochs=2, ema_decay=0.9)
+    kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
+    train("resnet20", SAMPLE, tmp_path / "straight", recipe, **kwargs)
+    train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs)
+    train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
+    straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # What is saved is the average (BN statistics included), not the last step's weights.
+    checkpoint = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
+    assert all(torch.equal(straight[k], average[k]) for k in straight)
+    assert not torch.equal(straight["fc.weight"], checkpoint["model"]["fc.weight"])
+    assert not torch.equal(straight["bn1.running_mean"], checkpoint["model"]["bn1.running_mean"])
+    train("resnet20", SAMPLE, tmp_path / "plain", tiny_recipe(epochs=1), stop_after_steps=3, **kwargs)
+    with pytest.raises(WeightsError, match="kept no moving average"):
+        train("resnet20", SAMPLE, tmp_path / "plain", recipe, resume=True, **kwargs)
 
 
 def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tmp_path):

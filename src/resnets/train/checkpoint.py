@@ -19,11 +19,18 @@ from resnets.weights.readers import WeightsError
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: dict
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: dict,
+    ema: nn.Module | None = None,
 ) -> None:
-    """Model, optimizer, scaler, loop position and RNG states; a crash mid-write leaves the previous file."""
+    """Model, optimizer, scaler, loop position and RNG states (and the weights' moving average, when the run keeps
+    one); a crash mid-write leaves the previous file."""
     payload = {
         "model": model.state_dict(),
+        **({"ema": ema.state_dict()} if ema is not None else {}),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "state": state,
@@ -37,7 +44,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ema: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore a run saved by `save_checkpoint`; returns the loop state (epoch, position, step, history)."""
     if not path.is_file():
@@ -46,9 +57,13 @@ def load_checkpoint(
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise WeightsError(f"{path}: unreadable checkpoint ({str(error).splitlines()[0]})") from None
+    if ema is not None and "ema" not in payload:
+        raise WeightsError(f"{path}: the run kept no moving average of its weights; resume it without --ema-decay")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])
+    if ema is not None:
+        ema.load_state_dict(payload["ema"])
     torch.set_rng_state(payload["rng"]["torch"])
     numpy_state = np.random.get_state()
     np.random.set_state((numpy_state[0], payload["rng"]["numpy"].numpy().astype(np.uint32), *numpy_state[2:]))

@@ -138,6 +138,15 @@ def train(
         nesterov=recipe.nesterov,
         weight_decay=recipe.weight_decay,
     )
+    # The average (BN statistics included) is what gets evaluated and saved: it smooths the last epochs' noise.
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
+        )
+        if recipe.ema_decay
+        else None
+    )
+    served = ema.module if ema is not None else model
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     scaler = torch.amp.GradScaler(torch_device.type, enabled=dtype == torch.float16)
     steps_per_epoch = len(train_batches)
@@ -147,7 +156,7 @@ def train(
     state = {"epoch": 0, "position": 0, "step": 0, "history": []}
     checkpoint_path = out / "checkpoint.pt"
     if resume:
-        state = load_checkpoint(checkpoint_path, model, optimizer, scaler)
+        state = load_checkpoint(checkpoint_path, model, optimizer, scaler, ema)
     elif checkpoint_path.exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     wrapped = nn.parallel.DistributedDataParallel(model) if ranks.world_size > 1 else model
@@ -177,7 +186,7 @@ def train(
 
     def checkpoint(epoch: int, position: int) -> None:
         if ranks.is_main:
-            save_checkpoint(checkpoint_path, model, optimizer, scaler, dict(state, epoch=epoch, position=position))
+            save_checkpoint(checkpoint_path, model, optimizer, scaler, dict(state, epoch=epoch, position=position), ema)
 
     autocast = torch.autocast(torch_device.type, dtype=dtype, enabled=dtype != torch.float32)
     depth = model.config.depth
@@ -191,7 +200,7 @@ def train(
         """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
         seconds = time.perf_counter() - window["started"]
         seen = max(window["seen"], 1)
-        metrics = evaluate(model, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
+        metrics = evaluate(served, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
         record = {
             "epoch": epoch_mark,
             "step": state["step"],
@@ -253,6 +262,8 @@ def train(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 state["step"] += 1
                 window["seen"] += len(labels)
                 window["loss_sum"] += loss.item() * len(labels)
@@ -293,7 +304,7 @@ def train(
             "recipe": recipe.name,
             "val_top1": str(final.get("val_top1", "")),
         }
-        save_safetensors(model.state_dict(), out / "model.safetensors", metadata)
+        save_safetensors(served.state_dict(), out / "model.safetensors", metadata)
     if writer is not None:
         writer.close()
     return final

@@ -34,6 +34,7 @@ class Recipe:
     warmup_lr: float = 0.0  # step schedule: constant lr during warm-up ...
     warmup_min_depth: int = 0  # ... only for nets at least this deep (the paper's 110-layer trick)
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # also keep an exponential moving average of the weights, evaluated and saved; 0 = off
     augment: str = "auto"  # auto | cifar (pad 4, crop, flip) | imagenet (random-resized crop, flip) | none
     image_size: int = 0  # 0 = the model's natural input size
     val_fraction: float = 0.1  # stratified hold-out when the data has no val folder (5,000 of CIFAR-10's 50,000)
