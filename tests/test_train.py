@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from resnets.cli import main
 from resnets.models import create_model
 from resnets.train import TrainingError, get_recipe, train
 from resnets.train.plots import read_metrics
+from resnets.train.recipes import Recipe, field_help
 from resnets.weights.readers import WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,14 @@ def test_paper_recipe_schedule_matches_section_4_2():
     imagenet = get_recipe("imagenet-paper")
     assert (imagenet.batch_size, imagenet.epochs, imagenet.weight_decay) == (256, 90, 1e-4)
     assert imagenet.lr_at(30 * 5005, 5005) == pytest.approx(0.01)
+
+
+def test_every_recipe_field_is_explained_in_help(capsys):
+    helps = field_help()
+    assert {f.name for f in dataclasses.fields(Recipe)} - {"name"} <= set(helps)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert helps["ema_decay"] in " ".join(capsys.readouterr().out.split())
 
 
 def test_fast_recipe_warms_up_then_decays_to_zero():

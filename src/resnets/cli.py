@@ -142,20 +142,22 @@ def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Recipe field, typed from its default; unset flags keep the recipe's value."""
     import dataclasses
 
-    from resnets.train.recipes import Recipe
+    from resnets.train.recipes import Recipe, field_help
 
-    group = parser.add_argument_group("recipe overrides (each Recipe field)")
+    group = parser.add_argument_group("recipe overrides (each Recipe field; unset, the recipe's value)")
+    helps = field_help()
     for field in dataclasses.fields(Recipe):
         if field.name == "name":
             continue
         flag = "--" + field.name.replace("_", "-")
-        default = field.default
+        default, text = field.default, helps.get(field.name)
         if isinstance(default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif isinstance(default, tuple):
-            group.add_argument(flag, nargs="*", type=float, default=None)
+            group.add_argument(flag, nargs="*", type=float, default=None, help=text)
         else:
-            group.add_argument(flag, type=type(default), default=None, metavar=type(default).__name__.upper())
+            metavar = type(default).__name__.upper()
+            group.add_argument(flag, type=type(default), default=None, metavar=metavar, help=text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 from typing import Any
 
 
@@ -22,18 +24,18 @@ class Recipe:
     iterations: int = 0  # total optimizer steps; 0 = use `epochs`
     batch_size: int = 128  # global: split across DDP processes
     lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 1e-4  # L2 penalty, applied by SGD
     decay_norm_and_bias: bool = True  # the paper decays every weight; modern recipes skip BN and biases
     schedule: str = "step"  # step | onecycle | cosine
     milestones: tuple[float, ...] = ()  # step schedule: lr x gamma at these points ...
     milestone_unit: str = "iterations"  # ... counted in iterations | epochs
-    gamma: float = 0.1
+    gamma: float = 0.1  # step schedule: the factor at each milestone
     warmup_iterations: int = 0  # linear warm-up (onecycle, cosine) or constant warm-up lr (step)
     warmup_lr: float = 0.0  # step schedule: constant lr during warm-up ...
     warmup_min_depth: int = 0  # ... only for nets at least this deep (the paper's 110-layer trick)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of the target spread over all classes
     ema_decay: float = 0.0  # also keep an exponential moving average of the weights, evaluated and saved; 0 = off
     augment: str = "auto"  # auto | cifar (pad 4, crop, flip) | imagenet (random-resized crop, flip) | none
     image_size: int = 0  # 0 = the model's natural input size
@@ -41,9 +43,9 @@ class Recipe:
     eval_flip: bool = False  # evaluate as the mean of the image and its mirror
     eval_every: int = 0  # also evaluate every N steps inside an epoch (curves over iterations); 0 = once per epoch
     precision: str = "auto"  # auto (bf16 where native) | fp32 | bf16 | fp16
-    channels_last: bool = True
-    compile: bool = False
-    seed: int = 0
+    channels_last: bool = True  # NHWC tensors: faster convolutions on CPU and tensor cores
+    compile: bool = False  # torch.compile the training step (inductor)
+    seed: int = 0  # weights, split and augmentation all follow it
     log_every: int = 10  # a log line every N batches (seed 001)
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
 
@@ -113,6 +115,12 @@ RECIPES: dict[str, Recipe] = {
         eval_flip=True,
     ),
 }
+
+
+def field_help() -> dict[str, str]:
+    """Each Recipe field's comment in the class body, for `--help`: the comments stay the one place it is explained."""
+    pattern = re.compile(r"^\s+(\w+): [^=]+=[^#]*#\s*(.+)$")
+    return {m[1]: m[2] for line in inspect.getsource(Recipe).splitlines() if (m := pattern.match(line))}
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:
