@@ -1,5 +1,6 @@
 """Inference at the limit of the CPU: BN folded into the convs, channels_last, inductor with frozen weights, bf16
 where the CPU has it natively, and int8 through ONNX Runtime's static QDQ quantization calibrated on real images.
+Which runtime serves a precision (torch eager, torch compiled, ONNX Runtime) is measured on the machine at hand.
 
 Why ONNX Runtime for int8: PyTorch's own post-training quantization (FX graph mode) is deprecated in torch 2.14 and
 its successor (PT2E) moved to the separate torchao package; ONNX Runtime's quantizer is maintained, runs u8 x s8
