@@ -119,15 +119,27 @@ def _torch_model(model: nn.Module, dtype: str, compile_model: bool) -> Inference
     return InferenceModel(run, dtype, "torch compiled" if compile_model else "torch eager")
 
 
-def write_onnx(model: nn.Module, path: str | Path, calibration: torch.Tensor | None = None) -> Path:
-    """Export to ONNX (batch dimension dynamic); with calibration images, quantize it to int8 (`quantize_onnx`).
+def _natural_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) the model was built for; ImageNet's 224 for a model from elsewhere."""
+    return input_size(model.config) if hasattr(model, "config") else (3, 224, 224)
+
+
+def write_onnx(
+    model: nn.Module,
+    path: str | Path,
+    calibration: torch.Tensor | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Path:
+    """Export to ONNX (batch dimension dynamic; C, H, W from `input_shape`, else the calibration images, else the
+    model's natural size); with calibration images, quantize it to int8 (`quantize_onnx`).
 
     Example:
         >>> write_onnx(model, "resnet20-int8.onnx", calibration=sample_images(256, 32))
     """
     model = copy.deepcopy(model).cpu().eval()
-    natural = input_size(model.config) if hasattr(model, "config") else (3, 224, 224)
-    example = torch.zeros(1, *(calibration.shape[1:] if calibration is not None else natural))
+    if input_shape is None:
+        input_shape = tuple(calibration.shape[1:]) if calibration is not None else _natural_input_size(model)
+    example = torch.zeros(1, *input_shape)
     with tempfile.TemporaryDirectory() as folder:
         fp32 = Path(folder) / "model.onnx"
         with warnings.catch_warnings():
@@ -213,8 +225,7 @@ def _fastest_accurate(
     if calibration is None and "int8" in dtypes:
         raise ValueError('dtype="auto" needs calibration images to check each precision against fp32')
     device = next(model.parameters()).device
-    natural = input_size(model.config) if hasattr(model, "config") else (3, 224, 224)
-    images = calibration.cpu() if calibration is not None else torch.randn(64, *natural)
+    images = calibration.cpu() if calibration is not None else torch.randn(64, *_natural_input_size(model))
     compiles = [False, True] if compile is None and can_compile() else [bool(compile)]
     candidates = [("fp32", "torch", compiled) for compiled in compiles] + [("fp32", "onnxruntime", False)]
     # bf16 joins "auto" only where the CPU runs it natively (emulated it is ~6x slower); asked for, it always runs
@@ -236,7 +247,8 @@ def _fastest_accurate(
         fp32_onnx = None  # exported once, shared by the fp32 and int8 ONNX Runtime candidates
         for dtype, runtime_name, compiled in candidates:
             if runtime_name == "onnxruntime":
-                fp32_onnx = fp32_onnx or write_onnx(model, Path(folder) / "fp32.onnx")
+                # exported at the images' size: the int8 graph is calibrated on them
+                fp32_onnx = fp32_onnx or write_onnx(model, Path(folder) / "fp32.onnx", input_shape=images.shape[1:])
                 if dtype == "int8":
                     candidate = _onnxruntime_model(quantize_onnx(fp32_onnx, Path(folder) / "int8.onnx", images), dtype)
                 else:
