@@ -69,6 +69,17 @@ def test_auto_keeps_the_fastest_precision_that_agrees(shipped):
     assert f"{fast.dtype} {fast.runtime}" == max(kept, key=lambda key: kept[key]["img_per_s"])
 
 
+def test_auto_runs_on_calibration_images_of_another_size(shipped):
+    # The ONNX graph is exported once at the calibration images' size: an export at the model's natural 32x32
+    # would make the int8 candidate, quantized from it, fail on these 40x40 images.
+    model, images, _ = shipped
+    larger = torch.nn.functional.interpolate(images[:128], size=(40, 40), mode="bilinear", align_corners=False)
+    fast = optimize_for_inference(model, "auto", calibration=larger, compile=False)
+    assert {"fp32 onnxruntime", "int8 onnxruntime"} <= set(fast.choices)
+    assert fast.choices["int8 onnxruntime"]["top1_agreement"] >= 0.9
+    assert fast(larger[:8]).shape == (8, 10)
+
+
 def test_bad_requests_are_clear(shipped):
     model, images, _ = shipped
     with pytest.raises(ValueError, match="int8 needs calibration images"):

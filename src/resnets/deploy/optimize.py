@@ -98,11 +98,26 @@ def optimize_for_inference(
             raise ValueError("int8 needs calibration images: a few hundred real, normalized images")
     elif runtime == "onnxruntime" and dtype != "fp32":
         raise ValueError(f"the onnxruntime runtime here runs fp32 and int8, not {dtype}")
-    if dtype == "int8" or runtime == "onnxruntime":
-        with tempfile.TemporaryDirectory() as folder:
-            onnx_file = write_onnx(model, Path(folder) / "model.onnx", calibration if dtype == "int8" else None)
-            return _onnxruntime_model(onnx_file, dtype)
-    return _torch_model(model, dtype, can_compile() if compile is None else compile)
+    runtime_name = "onnxruntime" if dtype == "int8" else runtime
+    with tempfile.TemporaryDirectory() as folder:
+        return _candidate(
+            model, dtype, runtime_name, can_compile() if compile is None else compile, calibration, folder
+        )
+
+
+def _candidate(
+    model: nn.Module, dtype: str, runtime: str, compiled: bool, images: torch.Tensor | None, folder: str
+) -> InferenceModel:
+    """`model` at `dtype` on one runtime. ONNX Runtime candidates share one fp32 export in `folder`, made at the
+    images' size (the int8 graph is calibrated on them), else at the model's natural size."""
+    if runtime == "torch":
+        return _torch_model(model, dtype, compiled)
+    fp32_onnx = Path(folder) / "fp32.onnx"
+    if not fp32_onnx.exists():
+        write_onnx(model, fp32_onnx, input_shape=tuple(images.shape[1:]) if images is not None else None)
+    if dtype == "int8":
+        return _onnxruntime_model(quantize_onnx(fp32_onnx, Path(folder) / "int8.onnx", images), dtype)
+    return _onnxruntime_model(fp32_onnx, dtype)
 
 
 def _torch_model(model: nn.Module, dtype: str, compile_model: bool) -> InferenceModel:
@@ -244,17 +259,8 @@ def _fastest_accurate(
             reference = fold_batchnorm(model)(images.to(device)).cpu()
     best, choices = None, {}
     with tempfile.TemporaryDirectory() as folder:
-        fp32_onnx = None  # exported once, shared by the fp32 and int8 ONNX Runtime candidates
         for dtype, runtime_name, compiled in candidates:
-            if runtime_name == "onnxruntime":
-                # exported at the images' size: the int8 graph is calibrated on them
-                fp32_onnx = fp32_onnx or write_onnx(model, Path(folder) / "fp32.onnx", input_shape=images.shape[1:])
-                if dtype == "int8":
-                    candidate = _onnxruntime_model(quantize_onnx(fp32_onnx, Path(folder) / "int8.onnx", images), dtype)
-                else:
-                    candidate = _onnxruntime_model(fp32_onnx, dtype)
-            else:
-                candidate = _torch_model(model, dtype, compiled)
+            candidate = _candidate(model, dtype, runtime_name, compiled, images, folder)
             with torch.inference_mode():
                 logits = torch.cat([candidate(part).cpu() for part in images.split(64)])
             reference = logits if reference is None else reference
