@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from resnets.cli import main
 from resnets.models import create_model
 from resnets.train import TrainingError, get_recipe, train
+from resnets.train.loop import weights_average
 from resnets.train.plots import read_metrics
 from resnets.train.recipes import Recipe, field_help
 from resnets.weights.readers import WeightsError
@@ -153,6 +154,23 @@ def test_weights_average_is_evaluated_saved_and_resumed(tmp_path):
     train("resnet20", SAMPLE, tmp_path / "plain", tiny_recipe(epochs=1), stop_after_steps=3, **kwargs)
     with pytest.raises(WeightsError, match="kept no moving average"):
         train("resnet20", SAMPLE, tmp_path / "plain", recipe, resume=True, **kwargs)
+
+
+def test_weights_average_decay_warms_up():
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = weights_average(model, decay=0.999)
+    expected = []
+    for step, value in enumerate([0.0, 1.0, 1.0, 1.0]):
+        model.weight.data.fill_(value)
+        average.update_parameters(
+            model
+        )  # the first update copies; the n-th after it decays by min(0.999, (1+n)/(10+n))
+        previous = expected[-1] if expected else value
+        decay = min(0.999, (1 + step) / (10 + step)) if step else 0.0
+        expected.append(decay * previous + (1 - decay) * value)
+    assert torch.allclose(average.module.weight.flatten(), torch.tensor(expected[-1]))
+    # with a fixed 0.999 the average would still be ~0.003 after three steps toward 1.0; warmed up it is past 0.5
+    assert float(average.module.weight) > 0.5
 
 
 def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tmp_path):
