@@ -162,9 +162,8 @@ def test_weights_average_decay_warms_up():
     expected = []
     for step, value in enumerate([0.0, 1.0, 1.0, 1.0]):
         model.weight.data.fill_(value)
-        average.update_parameters(
-            model
-        )  # the first update copies; the n-th after it decays by min(0.999, (1+n)/(10+n))
+        # the first update copies; the n-th after it decays by min(0.999, (1+n)/(10+n))
+        average.update_parameters(model)
         previous = expected[-1] if expected else value
         decay = min(0.999, (1 + step) / (10 + step)) if step else 0.0
         expected.append(decay * previous + (1 - decay) * value)
