@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,16 @@ def test_degradation_writes_its_report_and_figure_and_shares_runs(tmp_path, caps
     assert main(["reproduce", "depth", *args]) == 0
     assert "== " not in capsys.readouterr().out
     assert "| resnet-44 | 44 | 658,586 |" in (out / "depth" / "results.md").read_text()
+
+    # A run finished on another machine is named with both machines in the report.
+    config_path = runs / "fast-2it" / "resnet56" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["trained_on"].append({"device": "Some GPU (CUDA)", "precision": "bfloat16", "from_step": 1})
+    config_path.write_text(json.dumps(config))
+    assert main(["reproduce", "degradation", *args]) == 0
+    report = (out / "degradation" / "results.md").read_text()
+    assert "plain-20, plain-56, resnet-20 on " in report
+    assert "; resnet-56 on " in report and ", then Some GPU (CUDA), bfloat16 from step 1." in report
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path):

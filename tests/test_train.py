@@ -135,6 +135,16 @@ def test_resume_continues_exactly(tmp_path):
         == [4, 8, 12, 15, 16, 20, 24, 28, 30]
     )
     assert [r["val_top1"] for r in rows["resumed"]] == [r["val_top1"] for r in rows["straight"]]
+    config = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert [s["from_step"] for s in config["trained_on"]] == [0]  # same hardware: one stretch
+
+
+def test_a_run_resumed_on_other_hardware_records_both_stretches(tmp_path):
+    kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
+    train("resnet20", SAMPLE, tmp_path / "run", tiny_recipe(epochs=1, precision="fp32"), stop_after_steps=4, **kwargs)
+    train("resnet20", SAMPLE, tmp_path / "run", tiny_recipe(epochs=1, precision="bf16"), resume=True, **kwargs)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [(s["precision"], s["from_step"]) for s in config["trained_on"]] == [("float32", 0), ("bfloat16", 4)]
 
 
 def test_weights_average_is_evaluated_saved_and_resumed(tmp_path):

@@ -263,8 +263,7 @@ def write_report(
             f"- Budget: {budget.describe(iterations)}; trained on {run_info['train_images']:,} images of "
             f"`{run_info['data']}`, errors on the {run_info['val_images']:,} held out (fixed, stratified).",
             f"- Wall time: {wall / 60:.1f} min of training and evaluation over {len(results)} nets "
-            f"(runs shared with other experiments count in each), on {run_info['device']}, "
-            f"{run_info['precision']}.",
+            f"(runs shared with other experiments count in each), {_hardware(results)}.",
             f"- Python {sys.version.split()[0]}; the raw per-run metrics are in `metrics/`.",
             "",
             body.strip(),
@@ -274,6 +273,24 @@ def write_report(
     path = out / "results.md"
     atomic_write(path, lambda temporary: Path(temporary).write_text(text))
     return path
+
+
+def _hardware(results: list[Result]) -> str:
+    """Where the runs trained, grouped by hardware history (a resumed run may have changed machine)."""
+    groups: dict[str, list[str]] = {}
+    for result in results:
+        info = json.loads((result.run_dir / "config.json").read_text())
+        stretches = info.get("trained_on") or [
+            {"device": info["device"], "precision": info["precision"], "from_step": 0}
+        ]
+        history = ", then ".join(
+            f"{s['device']}, {s['precision']}" + (f" from step {s['from_step']:,}" if s["from_step"] else "")
+            for s in stretches
+        )
+        groups.setdefault(history, []).append(result.run.label)
+    if len(groups) == 1:
+        return f"on {next(iter(groups))}"
+    return "; ".join(f"{', '.join(labels)} on {history}" for history, labels in groups.items())
 
 
 def error_curves(axis, result: Result, color: str, label: str) -> None:

@@ -102,6 +102,18 @@ def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _stretches(previous_config: Path | None, run_info: dict, step: int) -> list[dict]:
+    """The run's hardware history: the earlier config's stretches, plus this one if the hardware changed."""
+    earlier: list[dict] = []
+    if previous_config is not None and previous_config.exists():
+        old = json.loads(previous_config.read_text())
+        earlier = old.get("trained_on") or [{"device": old["device"], "precision": old["precision"], "from_step": 0}]
+    current = {"device": run_info["device"], "precision": run_info["precision"], "from_step": step}
+    if earlier and (earlier[-1]["device"], earlier[-1]["precision"]) == (current["device"], current["precision"]):
+        return earlier
+    return [*earlier, current]
+
+
 def train(
     model_name: str,
     data: str | os.PathLike,
@@ -187,9 +199,12 @@ def train(
         "train_images": len(train_set),
         "val_images": len(val_set),
     }
+    # A resumed run may continue on other hardware: each stretch keeps its device, precision and first step.
+    config_path = out / "config.json"
+    run_info["trained_on"] = _stretches(config_path if resume else None, run_info, state["step"])
     if ranks.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(run_info, indent=2, default=str))
+        config_path.write_text(json.dumps(run_info, indent=2, default=str))
         print(f"training {model_name} on {len(train_set)} images ({len(val_set)} held out) | {run_info['device']}")
         print(f"precision {run_info['precision']}, channels_last {recipe.channels_last} | {recipe.describe()}")
     writer = _tensorboard(out) if ranks.is_main and recipe.tensorboard else None
@@ -204,19 +219,36 @@ def train(
         # Records written after the checkpoint belong to steps that are about to run again.
         kept = "".join(json.dumps(record) + "\n" for record in state["history"])
         atomic_write(out / "metrics.jsonl", lambda temporary: Path(temporary).write_text(kept))
-    window = {"started": time.perf_counter(), "seen": 0, "loss_sum": 0.0, "correct": 0}
+    # Reading a value off a GPU waits for every queued kernel, so there the window's sums stay on the device and
+    # are read (and the loss checked for inf/nan) every `sync_every` steps, not after each one.
+    sync_every = 1 if torch_device.type == "cpu" else 25
+    window = {
+        "started": time.perf_counter(),
+        "seen": 0,
+        "loss_sum": torch.zeros((), device=torch_device),
+        "correct": torch.zeros((), dtype=torch.long, device=torch_device),
+    }
+
+    def check_finite(epoch: int) -> None:
+        """Stop before a diverged model is evaluated or checkpointed: the checkpoint on disk stays the last good one."""
+        if not torch.isfinite(window["loss_sum"]):
+            raise TrainingError(
+                f"loss became {window['loss_sum'].item()} by step {state['step']} (epoch {epoch + 1}); stopped, "
+                f"the last good checkpoint is kept at {checkpoint_path}"
+            )
 
     def record_metrics(epoch_mark: float, lr: float) -> None:
         """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
         seconds = time.perf_counter() - window["started"]
+        check_finite(math.ceil(epoch_mark) - 1)
         seen = max(window["seen"], 1)
         metrics = evaluate(served, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
         record = {
             "epoch": epoch_mark,
             "step": state["step"],
             "lr": lr,
-            "train_loss": window["loss_sum"] / seen,
-            "train_top1": window["correct"] / seen,
+            "train_loss": window["loss_sum"].item() / seen,
+            "train_top1": window["correct"].item() / seen,
             "val_loss": metrics["loss"],
             "val_top1": metrics["top1"],
             "val_top5": metrics["top5"],
@@ -236,7 +268,9 @@ def train(
                 f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
                 f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
             )
-        window.update(started=time.perf_counter(), seen=0, loss_sum=0.0, correct=0)
+        window.update(started=time.perf_counter(), seen=0)
+        window["loss_sum"].zero_()
+        window["correct"].zero_()
 
     # ---- the loop -------------------------------------------------------------------------------------
     with StopRequest() as stop:
@@ -258,16 +292,18 @@ def train(
                 lr = recipe.lr_at(state["step"], steps_per_epoch, depth)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                if torch_device.type == "cuda":  # a copy from pageable memory would wait for the GPU to go idle
+                    images, labels = images.pin_memory(), labels.pin_memory()
                 images = images.to(torch_device, memory_format=memory_format, non_blocking=True)
                 labels = labels.to(torch_device, non_blocking=True)
                 with autocast:
                     logits = step_fn(images)
                 loss = criterion(logits.float(), labels)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {state['step']} (epoch {epoch + 1}); stopped, "
-                        f"the last good checkpoint is kept at {checkpoint_path}"
-                    )
+                window["loss_sum"] += loss.detach() * len(labels)
+                window["correct"] += (logits.argmax(1) == labels).sum()
+                synced = (state["step"] + 1) % sync_every == 0
+                if synced:
+                    check_finite(epoch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -276,10 +312,9 @@ def train(
                     ema.update_parameters(model)
                 state["step"] += 1
                 window["seen"] += len(labels)
-                window["loss_sum"] += loss.item() * len(labels)
-                window["correct"] += (logits.argmax(1) == labels).sum().item()
-                rate = window["seen"] / (time.perf_counter() - window["started"])
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                if synced:
+                    rate = window["seen"] / (time.perf_counter() - window["started"])
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
                 bar.update()
                 if ranks.is_main and not progress and recipe.log_every and (position + 1) % recipe.log_every == 0:
                     print(
@@ -291,6 +326,7 @@ def train(
                     wrapped.train()
                 stop_now = stop.signal is not None or state["step"] == stop_after_steps
                 if stop_now:
+                    check_finite(epoch)
                     checkpoint(epoch, position + 1)
                     bar.close()
                     reason = f"signal {stop.signal}" if stop.signal else f"stop_after_steps={stop_after_steps}"
