@@ -290,7 +290,7 @@ def _hardware(results: list[Result]) -> str:
         groups.setdefault(history, []).append(result.run.label)
     if len(groups) == 1:
         return f"on {next(iter(groups))}"
-    return "; ".join(f"{', '.join(labels)} on {history}" for history, labels in groups.items())
+    return "by net: " + "; ".join(f"{', '.join(labels)} on {history}" for history, labels in groups.items())
 
 
 def error_curves(axis, result: Result, color: str, label: str) -> None:
