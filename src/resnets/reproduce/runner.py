@@ -18,6 +18,7 @@ from typing import Any
 from resnets.atomic import atomic_write
 from resnets.models import CIFAR_DEPTHS, create_model
 from resnets.train import get_recipe, train
+from resnets.train.loop import hardware_history
 from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
 
@@ -279,10 +280,7 @@ def _hardware(results: list[Result]) -> str:
     """Where the runs trained, grouped by hardware history (a resumed run may have changed machine)."""
     groups: dict[str, list[str]] = {}
     for result in results:
-        info = json.loads((result.run_dir / "config.json").read_text())
-        stretches = info.get("trained_on") or [
-            {"device": info["device"], "precision": info["precision"], "from_step": 0}
-        ]
+        stretches = hardware_history(json.loads((result.run_dir / "config.json").read_text()))
         history = ", then ".join(
             f"{s['device']}, {s['precision']}" + (f" from step {s['from_step']:,}" if s["from_step"] else "")
             for s in stretches

@@ -102,12 +102,21 @@ def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def hardware_history(config: dict) -> list[dict]:
+    """The stretches of device and precision a run trained with, read from its config.json; a config written before
+    `trained_on` existed counts as one stretch from step 0.
+
+    Example:
+        >>> hardware_history(json.loads(Path("runs/r20/config.json").read_text()))[0]["device"]
+    """
+    return config.get("trained_on") or [{"device": config["device"], "precision": config["precision"], "from_step": 0}]
+
+
 def _stretches(previous_config: Path | None, run_info: dict, step: int) -> list[dict]:
     """The run's hardware history: the earlier config's stretches, plus this one if the hardware changed."""
     earlier: list[dict] = []
     if previous_config is not None and previous_config.exists():
-        old = json.loads(previous_config.read_text())
-        earlier = old.get("trained_on") or [{"device": old["device"], "precision": old["precision"], "from_step": 0}]
+        earlier = hardware_history(json.loads(previous_config.read_text()))
     current = {"device": run_info["device"], "precision": run_info["precision"], "from_step": step}
     if earlier and (earlier[-1]["device"], earlier[-1]["precision"]) == (current["device"], current["precision"]):
         return earlier
