@@ -94,5 +94,7 @@ def test_sweeps_cover_the_family_and_plot_one_line_per_precision(tmp_path, capsy
     argv = ["bench", "resnet20", "--sweep", "batch", "--batch-size", "1", "2", "--mode", "infer", "--peers", "none"]
     assert main([*argv, "--no-compile", "--warmup", "0", "--iters", "1", "--plot", str(figure), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
-    assert sorted((r["batch_size"], r["dtype"]) for r in rows) == [(1, "fp32"), (1, "int8"), (2, "fp32"), (2, "int8")]
+    # one row per batch size and precision: fp32 and int8 everywhere, bf16 too where the CPU has it natively
+    dtypes = ["fp32", "int8", *(["bf16"] if cpu_has_native_bf16() else [])]
+    assert sorted((r["batch_size"], r["dtype"]) for r in rows) == sorted((b, d) for b in (1, 2) for d in dtypes)
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from resnets.cli import main
 from resnets.data import sample_images
 from resnets.deploy import Predictor
 from resnets.deploy.optimize import InferenceModel, optimize_for_inference
+from resnets.hardware import cpu_has_native_bf16
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,7 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
         ("fp32", {"compile": False, "runtime": "torch"}, "torch eager"),
         ("fp32", {"compile": True, "runtime": "torch"}, "torch compiled"),
         ("fp32", {"runtime": "onnxruntime"}, "onnxruntime"),
+        ("fp32", {"runtime": "openvino"}, "openvino"),
     ],
 )
 def test_fp32_paths_are_exact(shipped, dtype, options, runtime):
@@ -43,27 +46,42 @@ def test_fp32_paths_are_exact(shipped, dtype, options, runtime):
     assert model.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
-def test_int8_keeps_top1_on_real_images(shipped):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_int8_keeps_top1_on_real_images(shipped, runtime):
     model, images, reference = shipped
-    fast = optimize_for_inference(model, "int8", calibration=images[::2][:256])
-    assert (fast.dtype, fast.runtime) == ("int8", "onnxruntime")
+    fast = optimize_for_inference(model, "int8", calibration=images[::2][:256], runtime=runtime)
+    assert (fast.dtype, fast.runtime) == ("int8", runtime)
     assert agreement(fast(images), reference) >= 0.98
 
 
 def test_bf16_agrees_with_fp32(shipped):
     model, images, reference = shipped
-    fast = optimize_for_inference(model, "bf16", compile=False)
+    fast = optimize_for_inference(model, "bf16", compile=False, runtime="torch")
     assert (fast.dtype, fast.runtime) == ("bf16", "torch eager")
     logits = fast(images[:128])
     assert logits.dtype == torch.float32
     assert agreement(logits, reference[:128]) >= 0.95
 
 
+def test_openvino_bf16_where_the_cpu_has_it_and_a_clear_refusal_elsewhere(shipped):
+    model, images, reference = shipped
+    if not cpu_has_native_bf16():  # OpenVINO does not emulate bf16: it would quietly run fp32 under a bf16 label
+        with pytest.raises(ValueError, match="only on CPUs with native BF16"):
+            optimize_for_inference(model, "bf16", runtime="openvino")
+        return
+    fast = optimize_for_inference(model, "bf16", runtime="openvino")
+    assert (fast.dtype, fast.runtime) == ("bf16", "openvino")
+    assert agreement(fast(images), reference) >= 0.95
+
+
 def test_auto_keeps_the_fastest_precision_that_agrees(shipped):
     model, images, _ = shipped
     fast = optimize_for_inference(model, "auto", calibration=images[:256], compile=False)
     # every native precision on every runtime that runs it, compile=False leaving the compiled ones out
-    assert set(fast.choices) >= {"fp32 torch eager", "fp32 onnxruntime", "int8 onnxruntime"}
+    expected = {"fp32 torch eager", "fp32 onnxruntime", "int8 onnxruntime", "fp32 openvino", "int8 openvino"}
+    if cpu_has_native_bf16():
+        expected |= {"bf16 torch eager", "bf16 openvino"}
+    assert set(fast.choices) == expected
     assert not any("compiled" in key for key in fast.choices)
     kept = {key: c for key, c in fast.choices.items() if c["top1_agreement"] >= 0.98}
     assert f"{fast.dtype} {fast.runtime}" == max(kept, key=lambda key: kept[key]["img_per_s"])
@@ -90,7 +108,7 @@ def test_bad_requests_are_clear(shipped):
         optimize_for_inference(model, "bf16", runtime="onnxruntime")
     fast = optimize_for_inference(model, "fp32", compile=False)
     # runtime="auto" times every fp32 runtime and keeps the fastest
-    assert set(fast.choices) == {"fp32 torch eager", "fp32 onnxruntime"} and fast.dtype == "fp32"
+    assert set(fast.choices) == {"fp32 torch eager", "fp32 onnxruntime", "fp32 openvino"} and fast.dtype == "fp32"
     assert isinstance(fast, InferenceModel) and fast.eval() is fast
     with pytest.raises(ValueError, match="cannot be trained"):
         fast.train()
@@ -103,7 +121,7 @@ def test_eval_and_predict_with_fast(tmp_path, capsys):
     assert main(["eval", "--model", "resnet20", "--pretrained", "--fast", "int8", *data]) == 0
     captured = capsys.readouterr()
     fast = json.loads(captured.out)
-    assert "optimized path: int8 on onnxruntime" in captured.err
+    assert re.search(r"optimized path: int8 on (onnxruntime|openvino)", captured.err)
     assert fast["n"] == plain["n"] == 1000 and abs(fast["top1"] - plain["top1"]) <= 0.01
     missing = str(tmp_path / "missing.png")
     assert main(["predict", "--model", "resnet20", "--pretrained", "--fast", "fp32", missing, "--json"]) == 1

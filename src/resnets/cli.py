@@ -293,6 +293,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from resnets.bench.timing import Mode
+    from resnets.deploy.optimize import PRECISIONS, Runtime
+    from resnets.hardware import Precision
+
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -362,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--fast",
             nargs="?",
             const="auto",
-            choices=["auto", "fp32", "bf16", "int8"],
+            choices=[str(p) for p in (Precision.AUTO, *PRECISIONS)],
             help="the optimized path (folded BN, inductor, int8 or bf16); auto keeps the fastest that agrees with "
             "fp32 on >= 98%% of calibration images",
         )
@@ -378,11 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")
     bench.add_argument("models", nargs="*")
     bench.add_argument("--batch-size", type=int, nargs="+")
-    bench.add_argument("--mode", default="both", choices=["infer", "train", "both"])
+    bench.add_argument("--mode", default="both", choices=[str(m) for m in Mode])
     bench.add_argument(
         "--dtype",
         nargs="+",
-        choices=["fp32", "bf16", "fp16", "int8"],
+        choices=[str(p) for p in Precision if p != Precision.AUTO],
         help="our precisions (default: each one this machine runs natively: fp32, int8 to infer, bf16 where native)",
     )
     bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -395,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--engine",
         default="auto",
-        choices=["auto", "torch", "onnxruntime"],
+        choices=[str(r) for r in Runtime],
         help="runtime for our inference rows (auto: the fastest of those that run each precision, timed first)",
     )
     bench.add_argument("--device", default="cpu", help="cpu | cuda")

@@ -7,11 +7,54 @@ Example:
 
 from __future__ import annotations
 
+import enum
 import functools
 import platform
 from pathlib import Path
 
 import torch
+
+
+class Precision(str, enum.Enum):
+    """The number formats a model runs in; one list for training, inference, bench and the command line.
+
+    Example:
+        >>> Precision("bf16").torch_dtype
+        torch.bfloat16
+    """
+
+    AUTO = "auto"  # every precision this machine runs natively (training: bf16 where native, else fp32)
+    FP32 = "fp32"
+    BF16 = "bf16"  # native on AVX-512 BF16, AMX and recent GPUs; emulated (~6x slower) on AVX2
+    FP16 = "fp16"  # GPUs (with a gradient scaler)
+    INT8 = "int8"  # inference only: calibrated post-training quantization
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        dtypes = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+        if self not in dtypes:
+            raise ValueError(f"precision {self.value!r} has no single torch dtype")
+        return dtypes[self]
+
+
+# The CPU kinds this project runs on, by the /proc/cpuinfo flags that decide what resnets does there (tests can
+# simulate each: `pytest --cpu-kind avx2`).
+CPU_KINDS: dict[str, frozenset[str]] = {
+    # AMD Zen3: AVX2 and FMA only; bf16 is emulated, int8 dot products go through 16-bit sums.
+    "avx2": frozenset({"avx", "avx2", "fma", "f16c"}),
+    # AMD Zen4 / Zen5: AVX-512 with BF16 and VNNI.
+    "avx512-bf16": frozenset(
+        {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}
+    ),
+    # Intel Xeon Sapphire Rapids and later: AVX-512 BF16/FP16/VNNI and AMX tiles for bf16 and int8.
+    "amx": frozenset(
+        {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}
+        | {"avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"}
+    ),
+}
 
 
 @functools.cache
@@ -56,11 +99,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """'auto' -> bf16 where it is native (CUDA with bf16, or a CPU with AVX-512 BF16/AMX), else fp32."""
-    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision != "auto":
-        if precision not in choices:
-            raise ValueError(f"precision {precision!r} is not one of auto, {', '.join(choices)}")
-        return choices[precision]
+    trainable = (Precision.AUTO, Precision.FP32, Precision.BF16, Precision.FP16)
+    if precision not in trainable:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(map(str, trainable))}")
+    if precision != Precision.AUTO:
+        return Precision(precision).torch_dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

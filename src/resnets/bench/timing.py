@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib.util
 import statistics
 import time
@@ -20,11 +21,21 @@ import torch
 from torch import nn
 
 from resnets.data import sample_images
-from resnets.hardware import cpu_has_native_bf16, cpu_name, resolve_device
+from resnets.hardware import Precision, cpu_has_native_bf16, cpu_name, resolve_device
 from resnets.models import CIFAR_DEPTHS, IMAGENET_DEPTHS, create_model, get_entry
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = (*DTYPES, "int8")
+
+class Mode(str, enum.Enum):
+    """What is timed: seed 002's forward pass (infer), forward-backward-SGD step (train), or both."""
+
+    INFER = "infer"
+    TRAIN = "train"
+    BOTH = "both"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 PEERS = ("torchvision", "timm", "onnxruntime", "openvino")
 DEFAULT_PEERS = ("torchvision", "onnxruntime", "openvino")
 
@@ -58,14 +69,14 @@ class Step:
         self.engine, self.run, self.channels_last, self.dtype, self.runtime = engine, run, channels_last, dtype, runtime
 
 
-def default_dtypes(mode: str, device: torch.device) -> list[str]:
+def default_dtypes(mode: str, device: torch.device) -> list[Precision]:
     """Our default rows: every precision this machine runs natively (int8 for inference where onnxruntime is
     installed, bf16 where the CPU or GPU has it), fp32 always."""
     if device.type == "cuda":
-        return ["fp32", "bf16"]
-    dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
-    if mode == "infer" and importlib.util.find_spec("onnxruntime") is not None:
-        dtypes.append("int8")
+        return [Precision.FP32, Precision.BF16]
+    dtypes = [Precision.FP32] + ([Precision.BF16] if cpu_has_native_bf16() else [])
+    if mode == Mode.INFER and importlib.util.find_spec("onnxruntime") is not None:
+        dtypes.append(Precision.INT8)
     return dtypes
 
 
@@ -73,7 +84,7 @@ def _ours_infer(model_name: str, x: torch.Tensor, dtype: str, compile_model: boo
     from resnets.deploy.optimize import optimize_for_inference
 
     model = create_model(model_name).to(x.device).eval()
-    calibration = sample_images(256, x.shape[-1]) if dtype == "int8" else None
+    calibration = sample_images(256, x.shape[-1]) if dtype == Precision.INT8 else None
     fast = optimize_for_inference(model, dtype, calibration, compile=compile_model, runtime=engine)
     fast(x)  # compiles (inductor) outside the timed steps
     return Step("resnets", lambda: fast(x), fast.runtime.startswith("torch"), dtype, fast.runtime)
@@ -92,9 +103,9 @@ def _torch_step(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     x = x.to(memory_format=memory_format)
     model = model.to(device, memory_format=memory_format)
-    autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
+    autocast = torch.autocast(device.type, dtype=Precision(dtype).torch_dtype, enabled=dtype != Precision.FP32)
     runner = torch.compile(model) if compile_model else model
-    if mode == "infer":
+    if mode == Mode.INFER:
         model.eval()
 
         def run() -> object:
@@ -127,16 +138,19 @@ def _onnxruntime_peer(model: nn.Module, x: torch.Tensor) -> Step:
     torch.onnx.export(model.eval(), (x,), buffer, input_names=["x"], output_names=["y"], dynamo=False)
     session = onnxruntime_session(buffer.getvalue())
     array = x.numpy()
-    return Step("onnxruntime", lambda: session.run(None, {"x": array}), False, "fp32", "onnxruntime")
+    return Step("onnxruntime", lambda: session.run(None, {"x": array}), False, str(Precision.FP32), "onnxruntime")
 
 
 def _openvino_peer(model: nn.Module, x: torch.Tensor) -> Step:
-    """OpenVINO as its users run it: convert_model on the PyTorch model, compiled for CPU with default settings."""
+    """OpenVINO as its users run it: convert_model on the PyTorch model, compiled for CPU with default settings. Its
+    row says the precision OpenVINO chose (bf16 by itself on CPUs with native BF16), read back from the model."""
     import openvino
+
+    from resnets.deploy.optimize import openvino_precision
 
     compiled = openvino.compile_model(openvino.convert_model(model.eval(), example_input=x), "CPU")
     array = x.numpy()
-    return Step("openvino", lambda: compiled(array), False, "fp32", "openvino")
+    return Step("openvino", lambda: compiled(array), False, str(openvino_precision(compiled)), "openvino")
 
 
 def _torchvision_has(model_name: str) -> bool:
@@ -184,20 +198,20 @@ def build_steps(
     x = torch.randn(batch_size, *entry.input_size, device=device)
     steps = []
     for dtype in dtypes:
-        if mode == "infer":
+        if mode == Mode.INFER:
             steps.append(_ours_infer(model_name, x, dtype, compile_model, engine))
-        elif dtype in ("fp32", "bf16", "fp16"):
+        elif dtype != Precision.INT8:
             model = create_model(model_name)
             steps.append(_torch_step("resnets", model, x, mode, dtype, channels_last, bool(compile_model)))
     for peer in peers:
         if peer in ("onnxruntime", "openvino"):
-            if mode == "infer" and device.type == "cpu":
+            if mode == Mode.INFER and device.type == "cpu":
                 build = _onnxruntime_peer if peer == "onnxruntime" else _openvino_peer
                 steps.append(build(_peer_model(peer, model_name), x))
             continue
-        steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, "fp32", False))
-        if peer == "torchvision" and "bf16" in dtypes:
-            steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, "bf16", True))
+        steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, Precision.FP32, False))
+        if peer == "torchvision" and Precision.BF16 in dtypes:
+            steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, Precision.BF16, True))
     return steps
 
 
@@ -240,9 +254,12 @@ def benchmark(
     (default: those of torchvision, onnxruntime and openvino that are installed and have the model), for every
     model, batch size and mode. compile_model None = inductor for inference where a C++ compiler is
     present, eager for training (inductor did not pay for CPU training here)."""
-    unknown = sorted(set(dtypes or []) - set(PRECISIONS))
+    measurable = [p for p in Precision if p != Precision.AUTO]
+    unknown = [dtype for dtype in dtypes or [] if dtype not in measurable]
     if unknown:
-        raise ValueError(f"dtype {unknown[0]!r} is not one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"dtype {unknown[0]!r} is not one of {', '.join(map(str, measurable))}")
+    if mode not in list(Mode):
+        raise ValueError(f"mode {mode!r} is not one of {', '.join(map(str, Mode))}")
     if peers is None:
         peers = [name for name in DEFAULT_PEERS if importlib.util.find_spec(name) is not None]
         peers = [name for name in peers if name != "torchvision" or all(_torchvision_has(m) for m in models)]
@@ -250,7 +267,7 @@ def benchmark(
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
     torch_device = resolve_device(device)
-    modes = ["infer", "train"] if mode == "both" else [mode]
+    modes = [Mode.INFER, Mode.TRAIN] if mode == Mode.BOTH else [Mode(mode)]
     rows = []
     for model_name in models:
         for batch_size in batch_sizes:
@@ -277,8 +294,8 @@ def benchmark(
                         BenchRow(
                             engine=step.engine,
                             model=model_name,
-                            mode=current,
-                            dtype=step.dtype,
+                            mode=str(current),
+                            dtype=str(step.dtype),
                             runtime=step.runtime,
                             batch_size=batch_size,
                             channels_last=step.channels_last,
@@ -341,7 +358,7 @@ def plot_rows(rows: list[BenchRow], path: str, by: str = "model") -> str:
         selected = [r for r in ours if (r.mode, r.dtype) == (mode, dtype)]
         labels = [str(getattr(r, by)) for r in selected]
         # training costs about three forward passes: forward, and a backward of twice its work
-        factor = 2 * (3 if mode == "train" else 1)
+        factor = 2 * (3 if mode == Mode.TRAIN else 1)
         achieved = [r.img_per_s * factor * profile(r.model).macs / 1e9 for r in selected]
         speed.plot(labels, [r.img_per_s for r in selected], marker="o", label=f"{mode} {dtype}")
         flops.plot(labels, achieved, marker="o", label=f"{mode} {dtype}")
