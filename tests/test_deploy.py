@@ -20,14 +20,19 @@ def weights(tmp_path_factory):
     return str(save_safetensors(model.state_dict(), tmp_path_factory.mktemp("w") / "w.safetensors", meta))
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported", "openvino"])
 def test_export_agrees_with_eager(tmp_path, capsys, weights, fmt):
-    out = tmp_path / f"model.{fmt}"
+    out = tmp_path / ("model.xml" if fmt == "openvino" else f"model.{fmt}")
     argv = ["export", "--model", "resnet20", "--weights", weights, "--format", fmt, "--out", str(out), "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert out.is_file() and report["images"] == 64
     assert report["max_abs_diff"] < 1e-3 and report["top1_agreement"] == 1.0
+    if fmt == "openvino":  # the IR's weights beside it, and nothing half-written left in the folder
+        assert out.with_suffix(".bin").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
+            "model.bin",
+            "model.xml",
+        ]
 
 
 def test_export_bad_input(tmp_path, capsys, weights):
@@ -48,4 +53,9 @@ def test_int8_onnx_export_is_checked_on_real_images(tmp_path, capsys):
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
     ts = ["export", "--model", "resnet20", "--pretrained", "--format", "torchscript", "--dtype", "int8"]
     assert main([*ts, "--out", str(tmp_path / "x.ts")]) == 2
-    assert "exports are fp32, and int8 for onnx" in capsys.readouterr().err
+    assert "exports are fp32, and int8 for onnx and openvino" in capsys.readouterr().err
+    xml = ["export", "--model", "resnet20", "--pretrained", "--format", "openvino", "--dtype", "int8"]
+    assert main([*xml, "--out", str(tmp_path / "int8.xml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1_agreement"] >= 0.95
+    assert main([*xml, "--out", str(tmp_path / "int8.onnx")]) == 2
+    assert "an OpenVINO IR is an .xml file" in capsys.readouterr().err

@@ -61,6 +61,7 @@ runs are shared between experiments and resumed: rerun the same command after a 
   resnets export --model resnet20 --weights runs/r20/model.safetensors --format onnx --out resnet20.onnx
   resnets export --model resnet20 --pretrained --format torchscript --out resnet20.ts
   resnets export --model resnet50 --weights resnet50.pth --format exported --out resnet50.pt2
+  resnets export --model resnet20 --pretrained --format openvino --dtype int8 --out resnet20-int8.xml
 each export is reloaded and compared with the eager model on real images (max abs difference, top-1 agreement)""",
 }
 
@@ -294,6 +295,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from resnets.bench.timing import Mode
+    from resnets.deploy.export import FORMATS
     from resnets.deploy.optimize import PRECISIONS, Runtime
     from resnets.hardware import Precision
 
@@ -374,9 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+")
     predict.add_argument("--topk", type=int, default=5)
     export = sub.choices["export"]
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported"])
+    export.add_argument("--format", required=True, choices=list(FORMATS))
     export.add_argument("--out", required=True)
-    export.add_argument("--dtype", default="fp32", choices=["fp32", "int8"], help="int8: ONNX QDQ, calibrated")
+    export.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "int8"], help="int8: a calibrated QDQ graph (onnx, openvino)"
+    )
     export.add_argument("--data", help="images for the check (default: the embedded CIFAR-10 sample)")
 
     bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")

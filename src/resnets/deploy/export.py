@@ -1,7 +1,9 @@
-"""Export a trained model to ONNX, TorchScript or `torch.export`, and check the export against the eager model.
+"""Export a trained model to ONNX, TorchScript, `torch.export` or OpenVINO IR, and check the export against the
+eager model.
 
 The check runs both on real images (the embedded CIFAR-10 sample, resized to the model's input) and prints the
-largest output difference and how often their top-1 classes agree; ONNX files run through onnxruntime.
+largest output difference and how often their top-1 classes agree; ONNX files run through onnxruntime, IR files
+through OpenVINO.
 
 Example:
     >>> report = export_model(predictor, "onnx", "resnet20.onnx")
@@ -12,16 +14,19 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
 
 from resnets.atomic import atomic_write
 from resnets.data import sample_images
-from resnets.deploy.optimize import onnxruntime_session, write_onnx
+from resnets.deploy.optimize import onnxruntime_session, openvino_compile, write_onnx
 from resnets.deploy.predict import Predictor
+from resnets.hardware import Precision
 
-FORMATS = ("onnx", "torchscript", "exported")
+FORMATS = ("onnx", "torchscript", "exported", "openvino")
+QUANTIZABLE = ("onnx", "openvino")  # int8 is a calibrated QDQ graph, which these two formats carry
 
 
 def check_images(predictor: Predictor, count: int = 64, data: str | os.PathLike | None = None) -> torch.Tensor:
@@ -37,22 +42,29 @@ def export_model(
     dtype: str = "fp32",
 ) -> dict[str, float | str]:
     """Write the export, reload it, and compare it with the eager model on real images. dtype int8 (ONNX only)
-    quantizes with 256 calibration images from `data` (default: the embedded sample), checked on 64 others."""
+    quantizes with 256 calibration images from `data` (default: the embedded sample), checked on 64 others.
+    openvino writes OUT (.xml) and its weights beside it (.bin)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if dtype not in ("fp32", "int8") or (dtype == "int8" and fmt != "onnx"):
-        raise ValueError(f"dtype {dtype!r} with format {fmt!r}: exports are fp32, and int8 for onnx")
+    if dtype not in (Precision.FP32, Precision.INT8) or (dtype == Precision.INT8 and fmt not in QUANTIZABLE):
+        raise ValueError(f"dtype {dtype!r} with format {fmt!r}: exports are fp32, and int8 for onnx and openvino")
+    out = Path(out)
+    if fmt == "openvino" and out.suffix != ".xml":
+        raise ValueError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go beside it as .bin)")
     model = predictor.model.eval()
     images = check_images(predictor, data=data)
     example = images[:2]
-    out = Path(out)
+    calibration = None
+    if dtype == Precision.INT8:
+        calibration = sample_images(320, predictor.image_size, predictor.mean, predictor.std, data)[64:]
     if fmt == "onnx":
-        calibration = None
-        if dtype == "int8":
-            calibration = sample_images(320, predictor.image_size, predictor.mean, predictor.std, data)[64:]
         atomic_write(out, lambda path: write_onnx(model, path, calibration))
         session = onnxruntime_session(out)
         exported = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    elif fmt == "openvino":
+        write_openvino(model, out, calibration)
+        request = openvino_compile(out, Precision(dtype)).create_infer_request()
+        exported = torch.from_numpy(request.infer({0: images.numpy()})[0])
     elif fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
@@ -75,3 +87,21 @@ def export_model(
         "max_abs_diff": float((exported - eager).abs().max()),
         "top1_agreement": float((exported.argmax(1) == eager.argmax(1)).float().mean()),
     }
+
+
+def write_openvino(model: torch.nn.Module, out: Path, calibration: torch.Tensor | None = None) -> Path:
+    """OpenVINO IR (`out` .xml and its .bin) from our ONNX export (int8: the calibrated QDQ graph), weights kept in
+    fp32; each file is renamed into place, the weights first, so a reader never finds an .xml without its .bin.
+
+    Example:
+        >>> write_openvino(model, Path("resnet20.xml"))
+    """
+    import openvino
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as folder:
+        onnx_file = write_onnx(model, Path(folder) / "model.onnx", calibration)
+        staged = Path(folder) / out.name
+        openvino.save_model(openvino.convert_model(str(onnx_file)), str(staged), compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
+        os.replace(staged, out)
+    return out
