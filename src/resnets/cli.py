@@ -70,6 +70,22 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`, refused by argparse (one line, exit 2) otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """`key=value` pairs; values parsed as JSON where they can be (numbers, booleans, lists)."""
     overrides = {}
@@ -140,10 +156,11 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Recipe field, typed from its default; unset flags keep the recipe's value."""
+    """One flag per Recipe field, typed from its default (an enum's members are its choices); unset flags keep the
+    recipe's value."""
     import dataclasses
 
-    from resnets.train.recipes import Recipe, field_help
+    from resnets.train.recipes import FIELD_CHOICES, Recipe, field_help
 
     group = parser.add_argument_group("recipe overrides (each Recipe field; unset, the recipe's value)")
     helps = field_help()
@@ -156,6 +173,9 @@ def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif isinstance(default, tuple):
             group.add_argument(flag, nargs="*", type=float, default=None, help=text)
+        elif field.name in FIELD_CHOICES:
+            choices = [str(member) for member in FIELD_CHOICES[field.name]]
+            group.add_argument(flag, choices=choices, default=None, help=text)
         else:
             metavar = type(default).__name__.upper()
             group.add_argument(flag, type=type(default), default=None, metavar=metavar, help=text)
@@ -167,6 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnets.train import get_recipe, train
     from resnets.train.recipes import Recipe
 
+    if args.resume and args.overwrite:
+        raise CliError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "name"]
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if "milestones" in overrides:
@@ -184,6 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images,
         stop_after_steps=args.stop_after_steps,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps(result))
@@ -321,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = add("summary", cmd_summary, "layer table and totals of one network (Keras's counting)")
     summary.add_argument("model")
-    summary.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))
-    summary.add_argument("--depth", type=int, default=2, help="nesting depth of the table (default: 2)")
+    summary.add_argument("--input-size", nargs=3, type=_count(1), metavar=("C", "H", "W"))
+    summary.add_argument("--depth", type=_count(0), default=2, help="nesting depth of the table (default: 2)")
     summary.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     summary.add_argument("--json", action="store_true")
 
@@ -339,10 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", default="cifar-fast", help="cifar-paper | imagenet-paper | cifar-fast")
     train.add_argument("--out", required=True, help="run directory (config, metrics, checkpoints, weights)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out (its own files only; others are kept)"
+    )
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
     train.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "resnets"), help="decoded-image cache")
     train.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
-    train.add_argument("--stop-after-steps", type=int, help="checkpoint and stop after this many steps")
+    train.add_argument("--stop-after-steps", type=_count(1), help="checkpoint and stop after this many steps")
     train.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
@@ -374,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     predict = sub.choices["predict"]
     predict.add_argument("images", nargs="+")
-    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--topk", type=_count(1), default=5)
     export = sub.choices["export"]
     export.add_argument("--format", required=True, choices=list(FORMATS))
     export.add_argument("--out", required=True)
@@ -385,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")
     bench.add_argument("models", nargs="*")
-    bench.add_argument("--batch-size", type=int, nargs="+")
+    bench.add_argument("--batch-size", type=_count(1), nargs="+")
     bench.add_argument("--mode", default="both", choices=[str(m) for m in Mode])
     bench.add_argument(
         "--dtype",
@@ -412,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: torchvision,timm,onnxruntime,openvino, or none "
         "(default: those of torchvision, onnxruntime and openvino that are installed)",
     )
-    bench.add_argument("--warmup", type=int, default=10)
-    bench.add_argument("--iters", type=int, default=100)
+    bench.add_argument("--warmup", type=_count(0), default=10)
+    bench.add_argument("--iters", type=_count(1), default=100)
     bench.add_argument(
         "--sweep", choices=["depth", "batch"], help="a scaling view over depth (the named model's family) or batch size"
     )
@@ -424,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("experiment", choices=["degradation", "depth", "v2-shortcuts", "v2-activations"])
     reproduce.add_argument("--data", required=True, help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
     reproduce.add_argument("--budget", default="fast", choices=["fast", "paper"], help="fast: a 2-core CPU; paper: 64k")
-    reproduce.add_argument("--iterations", type=int, help="steps per net instead of the budget's")
+    reproduce.add_argument("--iterations", type=_count(1), help="steps per net instead of the budget's")
     reproduce.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")
     reproduce.add_argument("--runs", help="where the runs live, shared between experiments (default OUT/runs)")
     reproduce.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -452,6 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"resnets {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - anything unforeseen still gets one line, not a traceback
+        message = str(error).splitlines()[0] if str(error) else ""
+        print(f"resnets {args.command}: error: {type(error).__name__}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -33,8 +32,6 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo")
     args = parser.parse_args()
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)  # the demo starts fresh each time
     run("models", "resnet*v2")
     run("summary", "resnet20", "--depth", "1")
     run(
@@ -58,6 +55,7 @@ def main() -> None:
         "--no-progress",
         "--log-every",
         "0",
+        "--overwrite",  # the demo starts afresh each time, replacing only its own run's files
     )
     weights = str(out / "model.safetensors")
     run("eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE_ARCHIVE), "--split", "val", "--flip")

@@ -189,17 +189,36 @@ def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:
     classes = [c.decode() if isinstance(c, bytes) else c for c in meta[names_key]]
 
     def read(files: list[Path]) -> ImageSet:
-        batches = [load(f) for f in files]
-        images = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
-        labels = np.concatenate([np.asarray(b[label_key]) for b in batches])
-        return ImageSet(classes, torch.from_numpy(labels).long(), images=torch.from_numpy(images.copy()))
+        images, labels = [], []
+        for file in files:
+            batch = load(file)
+            try:
+                data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                targets = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+            except (KeyError, ValueError, TypeError) as error:
+                raise DataError(f"{file}: not a CIFAR batch of 32x32 images ({error})") from None
+            if len(targets) != len(data):
+                raise DataError(f"{file}: {len(data)} images but {len(targets)} labels")
+            if len(targets) and not (targets.min() >= 0 and targets.max() < len(classes)):
+                raise DataError(f"{file}: labels outside 0..{len(classes) - 1}, the classes its meta names")
+            images.append(data)
+            labels.append(targets)
+        return ImageSet(
+            classes, torch.from_numpy(np.concatenate(labels)), images=torch.from_numpy(np.concatenate(images).copy())
+        )
 
     return read(train_files), read(test_files)
 
 
-def _is_small(files: list[str]) -> bool:
-    with Image.open(files[0]) as first:
-        return max(first.size) <= SMALL_SIDE
+def _is_small(files: list[str], skip_bad: bool) -> bool:
+    """Whether the first readable image is small enough to decode the whole set into memory."""
+    for file in files:
+        try:
+            return max(decode_image(Path(file), file).size) <= SMALL_SIDE
+        except DataError:
+            if not skip_bad:
+                raise
+    raise DataError(f"{Path(files[0]).parent.parent}: no readable images")
 
 
 def load_dataset(
@@ -229,7 +248,7 @@ def load_dataset(
     def folder(root: Path) -> ImageSet:
         entries = _folder_entries(root)
         classes = _check_classes(entries, str(root))
-        if not _is_small([f for f, _ in entries]):
+        if not _is_small([f for f, _ in entries], skip_bad_images):
             index = {c: i for i, c in enumerate(classes)}
             return ImageSet(classes, torch.tensor([index[c] for _, c in entries]), files=[f for f, _ in entries])
         items = ((f, Path(f), c) for f, c in entries)

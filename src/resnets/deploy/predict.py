@@ -88,6 +88,27 @@ class Predictor:
         array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (array - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
 
+    def class_indices(self, data_classes: list[str], where: str) -> torch.Tensor:
+        """For each of the data's classes, the index of the weights' class of the same name, so that folders in
+        another order (or a subset of them) are scored against the right outputs. Weights that carry no class
+        names (numbered 0..N-1) match by position.
+
+        Example:
+            >>> predictor.class_indices(["cat", "airplane"], "data/")  # weights trained on CIFAR-10's ten
+            tensor([3, 0])
+        """
+        numbered = self.classes == [str(i) for i in range(len(self.classes))]
+        if numbered and len(data_classes) == len(self.classes):
+            return torch.arange(len(data_classes))
+        unknown = [name for name in data_classes if name not in self.classes]
+        if unknown:
+            known = ", ".join(self.classes[:10]) + (", …" if len(self.classes) > 10 else "")
+            raise DataError(
+                f"{where}: class folder{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:3])} "
+                f"{'are' if len(unknown) > 1 else 'is'} not among the weights' classes ({known})"
+            )
+        return torch.tensor([self.classes.index(name) for name in data_classes])
+
     @torch.no_grad()
     def predict_files(self, files: list[str], topk: int = 5) -> list[dict[str, Any]]:
         """One result per file, in order: its top-k classes, or the error that kept it from being read."""
@@ -120,18 +141,16 @@ class Predictor:
         self, data: str | os.PathLike, split: str = "auto", flip: bool = False, val_fraction: float = 0.1, seed: int = 0
     ) -> dict[str, float]:
         """Top-1/top-5 on a dataset: its val/test part, the fixed training hold-out (`val`), or all of it."""
+        if split not in ("auto", "val", "all"):
+            raise ValueError(f"split {split!r} is not one of auto, val, all")
         train_set, val_set = load_dataset(data)
-        if train_set.classes != self.classes and sorted(train_set.classes) == sorted(self.classes):
-            raise DataError(f"{data}: class order differs from the weights'")
-        if len(train_set.classes) != len(self.classes):
-            raise DataError(f"{data}: has {len(train_set.classes)} classes, the weights {len(self.classes)}")
+        to_weights = self.class_indices(train_set.classes, str(data))
         if split == "val":
             chosen = stratified_split(train_set, val_fraction, seed)[1]
         elif split == "all":
             chosen = train_set
-        elif split == "auto":
-            chosen = val_set if val_set is not None else train_set
         else:
-            raise ValueError(f"split {split!r} is not one of auto, val, all")
+            chosen = val_set if val_set is not None else train_set
+        chosen = dataclasses.replace(chosen, labels=to_weights[chosen.labels])
         batches = make_batches(chosen, 256, self.mean, self.std, False, self.image_size)
         return evaluate(self.runner or self.model, batches, torch.device("cpu"), flip=flip)

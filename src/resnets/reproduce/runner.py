@@ -154,6 +154,7 @@ def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache
         device=device,
         cache_dir=cache_dir,
         progress=False,
+        overwrite=not resume,  # this runner owns its run folders; one that never reached a checkpoint starts again
     )
     timing_path = run_dir / "timing.json"
     previous = json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else 0.0

@@ -59,11 +59,14 @@ def load_checkpoint(
         raise WeightsError(f"{path}: unreadable checkpoint ({str(error).splitlines()[0]})") from None
     if ema is not None and "ema" not in payload:
         raise WeightsError(f"{path}: the run kept no moving average of its weights; resume it without --ema-decay")
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
-    if ema is not None:
-        ema.load_state_dict(payload["ema"])
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+        if ema is not None:
+            ema.load_state_dict(payload["ema"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise WeightsError(f"{path}: does not fit this run ({str(error).splitlines()[0]})") from None
     torch.set_rng_state(payload["rng"]["torch"])
     numpy_state = np.random.get_state()
     np.random.set_state((numpy_state[0], payload["rng"]["numpy"].numpy().astype(np.uint32), *numpy_state[2:]))

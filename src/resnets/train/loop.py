@@ -22,14 +22,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from resnets.atomic import atomic_write
 from resnets.data import IMAGENET_MEAN, IMAGENET_STD, channel_stats, load_dataset, make_batches, stratified_split
 from resnets.errors import ResnetsError
 from resnets.hardware import describe_device, resolve_device, resolve_precision
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.evaluate import evaluate
-from resnets.train.recipes import Recipe
+from resnets.train.recipes import Augment, Recipe
+from resnets.train.run_folder import RunFolder, RunFolderError
 from resnets.weights import save_safetensors
 
 
@@ -135,35 +135,72 @@ def train(
     skip_bad_images: bool = False,
     stop_after_steps: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train `model_name` on an image folder, archive or CIFAR pickles; write the run to `out_dir`.
 
     The run directory holds `config.json`, `metrics.jsonl`, `checkpoint.pt` (each epoch and on SIGINT/SIGTERM)
     and `model.safetensors` (final weights with their classes and preprocessing). `resume=True` continues
-    exactly where the checkpoint stopped. Returns the last epoch's metrics.
+    exactly where the checkpoint stopped, after checking that model, classes, data and recipe are the ones the run
+    recorded; a new run refuses a folder that holds anything unless `overwrite`. Returns the last epoch's metrics.
     """
     # ---- set-up, once -------------------------------------------------------------------------------
-    out = Path(out_dir)
+    folder = RunFolder(out_dir)
+    out = folder.path
     entry = get_entry(model_name)  # an unknown name fails before any data is read
+    if stop_after_steps is not None and stop_after_steps < 1:
+        raise ValueError(f"--stop-after-steps {stop_after_steps}: must be >= 1")
+    # What the folder holds is checked before any data is read, and changed only once every check has passed.
+    if resume and not folder.checkpoint_path.is_file():
+        raise RunFolderError(f"--resume: {out} holds no {folder.checkpoint_path.name} to continue from")
+    if not resume and not overwrite:
+        folder.prepare_new(overwrite=False)  # refuses a folder that holds anything
     torch_device = resolve_device(device)
     dtype = resolve_precision(recipe.precision, torch_device)
     ranks = Distributed.setup(torch_device)
     torch.manual_seed(recipe.seed)
 
     train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
+    skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
     if val_set is None:
+        if recipe.val_fraction * len(train_set) / len(train_set.classes) < 1:
+            raise ValueError(
+                f"--val-fraction {recipe.val_fraction}: holds out no image of some class from {len(train_set)} "
+                "images; a run needs validation images (raise it, or give the data a val/ folder)"
+            )
         train_set, val_set = stratified_split(train_set, recipe.val_fraction, seed=recipe.seed)
     small = train_set.images is not None
     mean, std = channel_stats(train_set.images) if small else (IMAGENET_MEAN, IMAGENET_STD)
     image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
-    augment = recipe.augment if recipe.augment != "auto" else ("cifar" if small else "imagenet")
+    augment = recipe.augment if recipe.augment != Augment.AUTO else (Augment.CIFAR if small else Augment.IMAGENET)
     batches_kw = dict(rank=ranks.rank, world_size=ranks.world_size)
     if recipe.batch_size % ranks.world_size:
         raise ValueError(f"batch_size {recipe.batch_size} does not split evenly over {ranks.world_size} processes")
     train_batches = make_batches(
-        train_set, recipe.batch_size, mean, std, augment != "none", image_size, recipe.seed, **batches_kw
+        train_set, recipe.batch_size, mean, std, augment != Augment.NONE, image_size, recipe.seed, **batches_kw
     )
     val_batches = make_batches(val_set, 256, mean, std, False, image_size, recipe.seed)
+
+    run_info = {
+        "model": model_name,
+        "model_overrides": model_overrides or {},
+        "recipe": recipe.to_dict(),
+        "data": str(data),
+        "classes": train_set.classes,
+        "mean": list(mean),
+        "std": list(std),
+        "image_size": image_size,
+        "device": describe_device(torch_device),
+        "precision": str(dtype).replace("torch.", ""),
+        "world_size": ranks.world_size,
+        "train_images": len(train_set),
+        "val_images": len(val_set),
+        "skipped_images": skipped,
+    }
+    if resume:
+        folder.check_resume(run_info)  # before anything is loaded or written
+    elif ranks.is_main:
+        folder.prepare_new(overwrite)
 
     model = create_model(model_name, num_classes=len(train_set.classes), **(model_overrides or {}))
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
@@ -185,36 +222,20 @@ def train(
     total_epochs = math.ceil(total_steps / steps_per_epoch)
 
     state = {"epoch": 0, "position": 0, "step": 0, "history": []}
-    checkpoint_path = out / "checkpoint.pt"
+    checkpoint_path = folder.checkpoint_path
     if resume:
         state = load_checkpoint(checkpoint_path, model, optimizer, scaler, ema)
-    elif checkpoint_path.exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     wrapped = nn.parallel.DistributedDataParallel(model) if ranks.world_size > 1 else model
     step_fn = torch.compile(wrapped) if recipe.compile else wrapped
 
-    run_info = {
-        "model": model_name,
-        "model_overrides": model_overrides or {},
-        "recipe": dataclasses.asdict(recipe),
-        "data": str(data),
-        "classes": train_set.classes,
-        "mean": list(mean),
-        "std": list(std),
-        "image_size": image_size,
-        "device": describe_device(torch_device),
-        "precision": str(dtype).replace("torch.", ""),
-        "world_size": ranks.world_size,
-        "train_images": len(train_set),
-        "val_images": len(val_set),
-    }
     # A resumed run may continue on other hardware: each stretch keeps its device, precision and first step.
-    config_path = out / "config.json"
+    config_path = folder.config_path
     run_info["trained_on"] = _stretches(config_path if resume else None, run_info, state["step"])
     if ranks.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(run_info, indent=2, default=str))
+        folder.write_config(run_info)
         print(f"training {model_name} on {len(train_set)} images ({len(val_set)} held out) | {run_info['device']}")
+        if skipped:
+            print(f"skipped {skipped} unreadable image{'s' if skipped != 1 else ''} (--skip-bad-images)")
         print(f"precision {run_info['precision']}, channels_last {recipe.channels_last} | {recipe.describe()}")
     writer = _tensorboard(out) if ranks.is_main and recipe.tensorboard else None
 
@@ -225,9 +246,7 @@ def train(
     autocast = torch.autocast(torch_device.type, dtype=dtype, enabled=dtype != torch.float32)
     depth = model.config.depth
     if resume and ranks.is_main:
-        # Records written after the checkpoint belong to steps that are about to run again.
-        kept = "".join(json.dumps(record) + "\n" for record in state["history"])
-        atomic_write(out / "metrics.jsonl", lambda temporary: Path(temporary).write_text(kept))
+        folder.rewrite_metrics(state["history"])  # records after the checkpoint belong to steps about to rerun
     # Reading a value off a GPU waits for every queued kernel, so there the window's sums stay on the device and
     # are read (and the loss checked for inf/nan) every `sync_every` steps, not after each one.
     sync_every = 1 if torch_device.type == "cpu" else 25
@@ -266,8 +285,7 @@ def train(
         }
         state["history"].append(record)
         if ranks.is_main:
-            with (out / "metrics.jsonl").open("a") as file:
-                file.write(json.dumps(record) + "\n")
+            folder.append_metrics(record)
             if writer is not None:
                 for key, value in record.items():
                     writer.add_scalar(key, value, record["step"])
@@ -359,7 +377,7 @@ def train(
             "recipe": recipe.name,
             "val_top1": str(final.get("val_top1", "")),
         }
-        save_safetensors(served.state_dict(), out / "model.safetensors", metadata)
+        save_safetensors(served.state_dict(), folder.model_path, metadata)
     if writer is not None:
         writer.close()
     return final

@@ -101,6 +101,9 @@ def _check(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, reset
         )
     if problems:
         raise WeightsError(f"{path}: does not fit model {_describe(model)}: {'; '.join(problems)}")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise WeightsError(f"{path}: {len(broken)} tensors hold NaN or infinite values (first: {broken[0]})")
     return {k: v.to(expected[k].dtype) for k, v in tensors.items()}
 
 
@@ -141,6 +144,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, model_nam
     """
     from resnets.models import create_model
 
+    if Path(destination).suffix != ".safetensors":
+        raise WeightsError(f"{destination}: convert writes .safetensors; name the destination *.safetensors")
     model = create_model(model_name, **overrides)
     metadata = load_weights(model, source)
     metadata = {**metadata, "model": model_name, "converted_by": "resnets"}

@@ -1,0 +1,145 @@
+"""The run folder: the files a training run writes, in one place, and the rules that keep them whole.
+
+A run folder holds `config.json` (model, data, recipe, hardware stretches), `metrics.jsonl` (one record per
+evaluation), `checkpoint.pt` (everything needed to continue exactly) and, once the run ends, `model.safetensors`
+(the weights with their classes and preprocessing). A new run never writes into a folder that holds anything but
+hidden files, unless asked to overwrite a run there; `--resume` continues only the run the folder recorded.
+
+Example:
+    >>> folder = RunFolder("runs/r20")
+    >>> folder.config()["model"]
+    'resnet20'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from resnets.atomic import atomic_write
+from resnets.errors import ResnetsError
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.safetensors"
+# What a run writes, and so what --overwrite may remove; a user's own files are never removed.
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, "curves.png", "timing.json", "tensorboard")
+# Recipe values a resumed run may change on purpose: a longer or shorter run (the schedule is recomputed for the new
+# length), logging, and what depends on the hardware it continues on (trained_on records each stretch).
+RESUMABLE_CHANGES = ("name", "epochs", "iterations", "eval_every", "log_every", "tensorboard")
+HARDWARE_CHOICES = ("precision", "channels_last", "compile")
+
+
+class RunFolderError(ResnetsError, ValueError):
+    """A run folder that cannot be used as asked: one line says what it holds and what to pass."""
+
+
+class RunFolder:
+    """The files of one run under `path`; reading and checking them, never half-writing them."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.config_path = self.path / CONFIG
+        self.metrics_path = self.path / METRICS
+        self.checkpoint_path = self.path / CHECKPOINT
+        self.model_path = self.path / MODEL
+
+    def contents(self) -> list[str]:
+        """The names in the folder that are not hidden (atomic writes' temporaries and locks are)."""
+        if not self.path.exists():
+            return []
+        if not self.path.is_dir():
+            raise RunFolderError(f"--out {self.path}: is a file, not a folder")
+        return sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
+
+    def prepare_new(self, overwrite: bool = False) -> None:
+        """Make way for a new run: refuse a folder holding anything, unless `overwrite`, which removes a run's own
+        files (RUN_FILES) and leaves everything else as it was."""
+        held = self.contents()
+        if not held:
+            return
+        if not overwrite:
+            kind = "a run" if set(held) & set(RUN_FILES) else "files"
+            listed = ", ".join(held[:4]) + (", …" if len(held) > 4 else "")
+            raise RunFolderError(
+                f"--out {self.path} already holds {kind} ({listed}); pass --resume to continue a run, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        for name in set(held) & set(RUN_FILES):
+            target = self.path / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    def config(self) -> dict[str, Any]:
+        """The run's recorded config.json."""
+        try:
+            return json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            raise RunFolderError(f"{self.config_path}: no such file (is {self.path} a `resnets train` run?)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunFolderError(f"{self.config_path}: unreadable ({error})") from None
+
+    def check_resume(self, run_info: dict[str, Any]) -> None:
+        """Refuse to continue a run with another model, other classes, other data or another recipe than it
+        recorded: one line names what differs. See RESUMABLE_CHANGES for what may change."""
+        if not self.checkpoint_path.is_file():
+            raise RunFolderError(f"--resume: {self.path} holds no {CHECKPOINT} to continue from")
+        recorded = self.config()
+        differences = []
+        for key, label in (("model", "model"), ("model_overrides", "model settings (--set)"), ("classes", "classes")):
+            if recorded.get(key) != run_info[key]:
+                differences.append(f"{label} {_short(recorded.get(key))} -> {_short(run_info[key])}")
+        data_keys = ("train_images", "val_images", "mean", "std", "image_size")
+        if any(_rounded(recorded.get(key)) != _rounded(run_info[key]) for key in data_keys):
+            before = f"{recorded.get('data')} ({recorded.get('train_images')} training images)"
+            differences.append(f"data {before} -> {run_info['data']} ({run_info['train_images']} training images)")
+        old_recipe, new_recipe = recorded.get("recipe", {}), run_info["recipe"]
+        for key, value in new_recipe.items():
+            if key in RESUMABLE_CHANGES or key in HARDWARE_CHOICES or key not in old_recipe:
+                continue
+            if _rounded(old_recipe[key]) != _rounded(value):
+                differences.append(f"--{key.replace('_', '-')} {_short(old_recipe[key])} -> {_short(value)}")
+        if differences:
+            raise RunFolderError(
+                f"--resume: {self.path} was trained with other settings: {'; '.join(differences)} "
+                "(only the length, logging and precision may change on resume)"
+            )
+
+    def write_config(self, run_info: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(run_info, indent=2, default=str)
+        atomic_write(self.config_path, lambda temporary: Path(temporary).write_text(text))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The metrics records, oldest first."""
+        if not self.metrics_path.is_file():
+            raise RunFolderError(f"{self.metrics_path}: no metrics (is {self.path} a run folder of `resnets train`?)")
+        rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        if not rows:
+            raise RunFolderError(f"{self.metrics_path}: no epoch finished yet")
+        return rows
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(record) + "\n" for record in records)
+        atomic_write(self.metrics_path, lambda temporary: Path(temporary).write_text(text))
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+def _rounded(value: Any) -> Any:
+    """Floats compared to 6 places (JSON round trips), lists element-wise."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,240 @@
+"""Bad input loses nothing and is never silently wrong: one line, exit 2, and every file left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from resnets.cli import main
+from resnets.data import DataError, load_dataset
+from resnets.deploy.optimize import optimize_for_inference
+from resnets.models import create_model
+from resnets.weights import WeightsError, load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
+# `resnets train` at its smallest: an 8-layer net, two short epochs on the embedded sample.
+TRAIN = ["train", "--model", "resnet20", "--set", "depth=8", "--recipe", "cifar-fast", "--no-progress"]
+TINY = ["--batch-size", "60", "--warmup-iterations", "5", "--log-every", "0"]
+
+
+def run(argv: list[str]) -> int:
+    """The exit status of `resnets ARGV`, argparse's own refusals (SystemExit) included."""
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by its content hash: what must not change."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def one_line_error(capsys, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err), err
+    assert all(fragment in err[-1] for fragment in fragments), err[-1]
+
+
+@pytest.fixture(scope="module")
+def sample_folder(tmp_path_factory) -> Path:
+    """The embedded sample unpacked as an ImageFolder (train/<class>/<image>)."""
+    root = tmp_path_factory.mktemp("sample")
+    with tarfile.open(SAMPLE) as archive:
+        archive.extractall(root, filter="data")
+    return next(p for p in root.rglob("*") if p.is_dir() and (p / "airplane").is_dir())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "base"
+    cache = ["--cache-dir", str(run.parent / "cache")]
+    assert main([*TRAIN, *TINY, *cache, "--data", str(SAMPLE), "--out", str(run), "--epochs", "1"]) == 0
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    to.mkdir()
+    for file in run.iterdir():
+        (to / file.name).write_bytes(file.read_bytes())
+    return to
+
+
+def test_resume_with_other_data_model_or_recipe_is_refused_and_changes_nothing(tmp_path, finished_run, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("cat", "dog"):
+        (other / name).mkdir()
+        for i in range(20):
+            Image.fromarray(np.full((32, 32, 3), i * 10, np.uint8)).save(other / name / f"{i}.png")
+    resume = [*TRAIN, *TINY, "--out", str(run), "--epochs", "2", "--resume"]
+    assert main([*resume[:-1], "--data", str(other), "--resume", "--val-fraction", "0.25"]) == 2
+    one_line_error(capsys, "--resume", "was trained with other settings", "classes", "data")
+    assert main([*resume, "--data", str(SAMPLE), "--lr", "0.5"]) == 2
+    one_line_error(capsys, "--lr 0.1 -> 0.5")
+    other_model = [a if a != "depth=8" else "depth=14" for a in resume]
+    assert main([*other_model, "--data", str(SAMPLE)]) == 2
+    one_line_error(capsys, 'model settings (--set) {"depth": 8} -> {"depth": 14}')
+    assert snapshot(run) == before
+    # a longer run of the same recipe on the same data is what --resume is for
+    assert main([*resume, "--data", str(SAMPLE)]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_new_run_never_overwrites_a_run_or_the_users_files(tmp_path, finished_run, capsys):
+    without_checkpoint = copy_run(finished_run, tmp_path / "finished")
+    (without_checkpoint / "checkpoint.pt").unlink()
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "config.json").write_text('{"mine": true}')
+    new_run = [*TRAIN, *TINY, "--data", str(SAMPLE), "--epochs", "1"]
+    for folder in (without_checkpoint, users):
+        before = snapshot(folder)
+        assert main([*new_run, "--out", str(folder)]) == 2
+        one_line_error(capsys, f"--out {folder} already holds", "--overwrite")
+        assert snapshot(folder) == before
+    (without_checkpoint / "notes.txt").write_text("keep me")
+    assert main([*new_run, "--out", str(without_checkpoint), "--overwrite"]) == 0
+    assert (without_checkpoint / "notes.txt").read_text() == "keep me"  # only the run's own files are replaced
+    assert len((without_checkpoint / "metrics.jsonl").read_text().splitlines()) == 1
+    assert main([*new_run, "--out", str(tmp_path / "r"), "--resume", "--overwrite"]) == 2
+    one_line_error(capsys, "give one of them")
+    assert main([*new_run, "--out", str(tmp_path / "nothing-here"), "--resume"]) == 2
+    one_line_error(capsys, "holds no checkpoint.pt")
+    (tmp_path / "a-file").write_text("x")
+    assert main([*new_run, "--out", str(tmp_path / "a-file")]) == 2
+    one_line_error(capsys, "is a file, not a folder")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--image-size", "-8"], "--image-size -8: must be 0 or >= 8"),
+        (["--epochs", "0"], "--epochs 0.0: must be > 0"),
+        (["--schedule", "wavy"], "invalid choice: 'wavy'"),
+        (["--augment", "weird"], "invalid choice: 'weird'"),
+        (["--precision", "int8"], "invalid choice: 'int8'"),
+        (["--val-fraction", "0"], "--val-fraction 0.0: holds out no image"),
+        (["--val-fraction", "1.5"], "--val-fraction 1.5: must be in [0, 1)"),
+        (["--batch-size", "0"], "--batch-size 0: must be >= 1"),
+        (["--label-smoothing", "2"], "--label-smoothing 2.0: must be in [0, 1)"),
+        (["--lr", "nan"], "--lr nan: must be a finite number"),
+        (["--momentum", "-1"], "--momentum -1.0: must be in [0, 1)"),
+        (["--stop-after-steps", "0"], "0 is below 1"),
+    ],
+)
+def test_bad_recipe_values_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    assert run([*TRAIN, "--data", str(SAMPLE), "--out", str(out), *flags]) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_eval_matches_classes_by_name(sample_folder, tmp_path, capsys):
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for folder in sample_folder.iterdir():
+        (renamed / ("zz_airplane" if folder.name == "airplane" else folder.name)).symlink_to(folder)
+    evaluate = ["eval", "--model", "resnet20", "--pretrained", "--json"]
+    assert main([*evaluate, "--data", str(renamed)]) == 2
+    one_line_error(capsys, "zz_airplane is not among the weights' classes")
+    # two of the ten classes: by position they would be read as airplane and automobile, and score near zero
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for name in ("cat", "dog"):
+        (subset / name).symlink_to(sample_folder / name)
+    assert main([*evaluate, "--data", str(subset)]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] > 0.5
+
+
+def test_int8_with_empty_calibration_is_refused():
+    model = create_model("resnet20", depth=8).eval()
+    with pytest.raises(ValueError, match="calibration must be a non-empty batch"):
+        optimize_for_inference(model, "int8", calibration=torch.empty(0, 3, 32, 32))
+
+
+def test_skip_bad_images_when_the_bad_file_sorts_first(tmp_path, capsys):
+    root = tmp_path / "d"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(root / name / f"{i}.png")
+    (root / "cat" / "0000-broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="0000-broken.png: unreadable image"):
+        load_dataset(root)
+    train, _ = load_dataset(root, skip_bad_images=True)
+    assert (len(train), train.skipped) == (8, 1)
+    out = tmp_path / "run"
+    argv = [*TRAIN, *TINY, "--data", str(root), "--out", str(out), "--epochs", "1", "--val-fraction", "0.25"]
+    assert main([*argv, "--skip-bad-images"]) == 0
+    assert "skipped 1 unreadable image" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["skipped_images"] == 1
+
+
+def test_convert_refuses_a_destination_it_would_mislabel(tmp_path, capsys):
+    source = tmp_path / "r20.pth"
+    torch.save(create_model("resnet20").state_dict(), source)
+    assert main(["convert", str(source), str(tmp_path / "out.pth"), "--model", "resnet20"]) == 2
+    one_line_error(capsys, "convert writes .safetensors")
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_weights_with_non_finite_values_are_refused_and_the_model_kept(tmp_path, capsys):
+    state = create_model("resnet20").state_dict()
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model = create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError, match="NaN or infinite values .first: layer2.0.conv1.weight"):
+        load_weights(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert main(["eval", "--model", "resnet20", "--weights", str(path), "--data", str(SAMPLE)]) == 2
+    one_line_error(capsys, "NaN or infinite")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [([0, 1] * 9 + [10, 3], "labels outside 0..9"), ([0] * 19, "20 images but 19 labels")],
+)
+def test_cifar_pickles_with_bad_labels(tmp_path, labels, message):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": np.zeros((20, 3072), dtype=np.uint8), b"labels": labels}
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "resnet20", "--batch-size", "0"], "--batch-size: 0 is below 1"),
+        (["bench", "resnet20", "--iters", "0"], "--iters: 0 is below 1"),
+        (["bench", "resnet20", "--warmup", "x"], "'x' is not an integer"),
+        (["bench", "resnet20", "--engine", "tensorrt"], "invalid choice: 'tensorrt'"),
+        (["predict", "--model", "resnet20", "--pretrained", "x.png", "--topk", "0"], "--topk: 0 is below 1"),
+        (["summary", "resnet20", "--input-size", "3", "0", "32"], "0 is below 1"),
+        (["export", "--model", "resnet20", "--pretrained", "--format", "openvino", "--out", "x.onnx"], ".xml file"),
+        (["eval", "--model", "resnet20", "--pretrained", "--data", "missing/"], "no such file or folder"),
+    ],
+)
+def test_command_options_give_one_line(capsys, argv, message):
+    assert run(argv) == 2
+    one_line_error(capsys, message)
