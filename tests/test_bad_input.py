@@ -84,14 +84,17 @@ def test_resume_with_other_data_model_or_recipe_is_refused_and_changes_nothing(t
     resume = [*TRAIN, *TINY, "--out", str(run), "--epochs", "2", "--resume"]
     assert main([*resume[:-1], "--data", str(other), "--resume", "--val-fraction", "0.25"]) == 2
     one_line_error(capsys, "--resume", "was trained with other settings", "classes", "data")
-    assert main([*resume, "--data", str(SAMPLE), "--lr", "0.5"]) == 2
-    one_line_error(capsys, "--lr 0.1 -> 0.5")
+    assert main([*resume, "--data", str(SAMPLE), "--batch-size", "30"]) == 2
+    one_line_error(capsys, "--batch-size 60 -> 30")
+    assert main([*resume, "--data", str(SAMPLE), "--val-fraction", "0.2"]) == 2
+    one_line_error(capsys, "--val-fraction 0.1 -> 0.2")
     other_model = [a if a != "depth=8" else "depth=14" for a in resume]
     assert main([*other_model, "--data", str(SAMPLE)]) == 2
     one_line_error(capsys, 'model settings (--set) {"depth": 8} -> {"depth": 14}')
     assert snapshot(run) == before
-    # a longer run of the same recipe on the same data is what --resume is for
-    assert main([*resume, "--data", str(SAMPLE)]) == 0
+    # a longer run on the same data, even at another lr, is what --resume is for; the change is named
+    assert main([*resume, "--data", str(SAMPLE), "--lr", "0.05"]) == 0
+    assert "resuming with changed recipe values: --epochs 1.0 -> 2.0; --lr 0.1 -> 0.05" in capsys.readouterr().out
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 

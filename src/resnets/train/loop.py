@@ -198,7 +198,9 @@ def train(
         "skipped_images": skipped,
     }
     if resume:
-        folder.check_resume(run_info)  # before anything is loaded or written
+        changed = folder.check_resume(run_info)  # before anything is loaded or written
+        if changed and ranks.is_main:
+            print(f"resuming with changed recipe values: {'; '.join(changed)}")
     elif ranks.is_main:
         folder.prepare_new(overwrite)
 

@@ -28,10 +28,11 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
 # What a run writes, and so what --overwrite may remove; a user's own files are never removed.
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, "curves.png", "timing.json", "tensorboard")
-# Recipe values a resumed run may change on purpose: a longer or shorter run (the schedule is recomputed for the new
-# length), logging, and what depends on the hardware it continues on (trained_on records each stretch).
-RESUMABLE_CHANGES = ("name", "epochs", "iterations", "eval_every", "log_every", "tensorboard")
-HARDWARE_CHOICES = ("precision", "channels_last", "compile")
+# Recipe values a resumed run must keep: the split (val_fraction, seed) decides which images were held out, and the
+# batch size where in an epoch the checkpoint stopped. Any other value may change on purpose (a lower lr to go on
+# with, a longer run: the schedule is recomputed for the new length, another precision on other hardware) and is
+# named when the run resumes.
+FIXED_ON_RESUME = ("batch_size", "val_fraction", "seed", "image_size")
 
 
 class RunFolderError(ResnetsError, ValueError):
@@ -82,31 +83,35 @@ class RunFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RunFolderError(f"{self.config_path}: unreadable ({error})") from None
 
-    def check_resume(self, run_info: dict[str, Any]) -> None:
-        """Refuse to continue a run with another model, other classes, other data or another recipe than it
-        recorded: one line names what differs. See RESUMABLE_CHANGES for what may change."""
+    def check_resume(self, run_info: dict[str, Any]) -> list[str]:
+        """Refuse to continue a run with another model, other classes, other data, another split or batch size
+        than it recorded: one line names what differs. Returns the recipe values that changed on purpose, each as
+        "--flag old -> new", for the run to print.
+        """
         if not self.checkpoint_path.is_file():
             raise RunFolderError(f"--resume: {self.path} holds no {CHECKPOINT} to continue from")
         recorded = self.config()
-        differences = []
+        refused = []
         for key, label in (("model", "model"), ("model_overrides", "model settings (--set)"), ("classes", "classes")):
             if recorded.get(key) != run_info[key]:
-                differences.append(f"{label} {_short(recorded.get(key))} -> {_short(run_info[key])}")
-        data_keys = ("train_images", "val_images", "mean", "std", "image_size")
+                refused.append(f"{label} {_short(recorded.get(key))} -> {_short(run_info[key])}")
+        data_keys = ("train_images", "val_images", "mean", "std")
         if any(_rounded(recorded.get(key)) != _rounded(run_info[key]) for key in data_keys):
             before = f"{recorded.get('data')} ({recorded.get('train_images')} training images)"
-            differences.append(f"data {before} -> {run_info['data']} ({run_info['train_images']} training images)")
+            refused.append(f"data {before} -> {run_info['data']} ({run_info['train_images']} training images)")
         old_recipe, new_recipe = recorded.get("recipe", {}), run_info["recipe"]
-        for key, value in new_recipe.items():
-            if key in RESUMABLE_CHANGES or key in HARDWARE_CHOICES or key not in old_recipe:
-                continue
-            if _rounded(old_recipe[key]) != _rounded(value):
-                differences.append(f"--{key.replace('_', '-')} {_short(old_recipe[key])} -> {_short(value)}")
-        if differences:
+        changed = [
+            f"--{key.replace('_', '-')} {_short(old_recipe[key])} -> {_short(value)}"
+            for key, value in new_recipe.items()
+            if key != "name" and key in old_recipe and _rounded(old_recipe[key]) != _rounded(value)
+        ]
+        refused += [change for change in changed if change.split()[0][2:].replace("-", "_") in FIXED_ON_RESUME]
+        if refused:
             raise RunFolderError(
-                f"--resume: {self.path} was trained with other settings: {'; '.join(differences)} "
-                "(only the length, logging and precision may change on resume)"
+                f"--resume: {self.path} was trained with other settings: {'; '.join(refused)} "
+                "(model, data, split and batch size must stay; lr, length, precision and the like may change)"
             )
+        return changed
 
     def write_config(self, run_info: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
