@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BASE := $(VENV)/.installed-base
 TEST := $(VENV)/.installed-test
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-cpu-kinds lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(TEST)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
+
+# The suite as each CPU kind we run on would see it (resnets.hardware reports that kind's flags; the kernels still
+# run on this CPU): what would fail on another machine fails here first.
+test-cpu-kinds: $(TEST)
+	for kind in avx2 avx512-bf16 amx; do $(PY) -m pytest -q --cpu-kind $$kind || exit 1; done
 
 lint: $(TEST)
 	$(PY) -m ruff check src tests benchmarks
