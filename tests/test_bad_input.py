@@ -241,3 +241,21 @@ def test_cifar_pickles_with_bad_labels(tmp_path, labels, message):
 def test_command_options_give_one_line(capsys, argv, message):
     assert run(argv) == 2
     one_line_error(capsys, message)
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ({"image_size": "-8"}, "metadata 'image_size' -8 is not a size in pixels"),
+        ({"classes": '["cat", "dog"]'}, "metadata names 2 classes but the classifier has 10"),
+        ({"classes": "cat,dog"}, "metadata 'classes' is not valid JSON"),
+        ({"std": "[0.2, 0.2, 0]"}, "metadata 'std' [0.2, 0.2, 0] is not three finite per-channel values"),
+        ({"model_overrides": '{"depth": 21}'}, "depth 21 is not 6n+2"),
+    ],
+)
+def test_weights_with_bad_metadata_are_named(tmp_path, capsys, metadata, message):
+    path = tmp_path / "w.safetensors"
+    state = create_model("resnet20").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    assert main(["predict", "--model", "resnet20", "--weights", str(path), str(path)]) == 2
+    one_line_error(capsys, message)

@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +18,6 @@ import torch
 from PIL import Image
 
 from resnets.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DataError,
     decode_image,
     load_dataset,
@@ -32,6 +29,7 @@ from resnets.models import ResNet, get_entry
 from resnets.train.evaluate import evaluate
 from resnets.weights import WeightsError, read_state_dict
 from resnets.weights.loading import apply_state_dict
+from resnets.weights.metadata import WeightsMetadata
 from resnets.weights.pretrained import create_model, pretrained_for
 
 
@@ -62,19 +60,15 @@ class Predictor:
         if (weights is None) == (not pretrained):
             raise ValueError("give exactly one of --weights FILE or --pretrained")
         path = pretrained_for(model_name).path if pretrained else Path(weights)
+        entry = get_entry(model_name)  # an unknown name fails before the file is read
         tensors, meta = read_state_dict(path)
-        overrides = json.loads(meta.get("model_overrides", "{}"))
         if "fc.weight" not in tensors:
             raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
         num_classes = tensors["fc.weight"].shape[0]
-        classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(num_classes)]
-        model = create_model(model_name, num_classes=num_classes, **overrides)
+        card = WeightsMetadata.parse(meta, path, num_classes, default_size=entry.input_size[-1])
+        model = create_model(model_name, num_classes=num_classes, **card.model_overrides)
         apply_state_dict(model, tensors, path)
-        entry = get_entry(model_name)
-        image_size = int(meta.get("image_size", entry.input_size[-1]))
-        mean = tuple(json.loads(meta["mean"])) if "mean" in meta else IMAGENET_MEAN
-        std = tuple(json.loads(meta["std"])) if "std" in meta else IMAGENET_STD
-        return cls(model.eval(), classes, image_size, mean, std)
+        return cls(model.eval(), card.classes, card.image_size, card.mean, card.std)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""

@@ -21,6 +21,7 @@ from resnets.train import get_recipe, train
 from resnets.train.loop import hardware_history
 from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
+from resnets.train.run_folder import RunFolder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,26 +124,26 @@ def run_all(
     """Train each run that has not finished (resuming one that stopped); return all results in order."""
     root = runs_root(runs_dir, budget, iterations)
     recipe = budget.recipe(iterations)
-    waiting = [run for run in runs if not (root / run.key / "model.safetensors").exists()]
+    waiting = [run for run in runs if not RunFolder(root / run.key).model_path.exists()]
     while waiting:
         # A run another process is training (experiments share runs) is left for later, not waited on.
         for run in list(waiting):
             lock = _RunLock(root / run.key)
             if lock.acquire(block=not any(_RunLock(root / other.key).free() for other in waiting if other != run)):
                 try:
-                    if not (root / run.key / "model.safetensors").exists():
+                    if not RunFolder(root / run.key).model_path.exists():
                         _train_one(run, root / run.key, data, recipe, device, cache_dir)
                 finally:
                     lock.release()
                 waiting.remove(run)
-            elif (root / run.key / "model.safetensors").exists():
+            elif RunFolder(root / run.key).model_path.exists():
                 waiting.remove(run)
     return [_load_result(run, root / run.key) for run in runs]
 
 
 def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache_dir) -> None:
     print(f"== {run.label} ({run.key}) -> {run_dir}", flush=True)
-    resume = (run_dir / "checkpoint.pt").exists()
+    resume = RunFolder(run_dir).checkpoint_path.exists()
     started = time.perf_counter()
     result = train(
         run.model,
@@ -165,16 +166,19 @@ def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache
 
 
 def _load_result(run: Run, run_dir: Path) -> Result:
-    from resnets.train.plots import read_metrics
-
-    model = create_model(run.model, **run.overrides)
+    folder = RunFolder(run_dir)
+    config = folder.config()
+    if "parameters" not in config:  # written before run folders recorded their size
+        model = create_model(run.model, **run.overrides)
+        config["parameters"] = sum(p.numel() for p in model.parameters())
+        config["layers"] = model.config.depth
     timing = run_dir / "timing.json"
     return Result(
         run=run,
-        history=read_metrics(run_dir),
+        history=folder.metrics(),
         seconds=json.loads(timing.read_text())["seconds"] if timing.exists() else float("nan"),
-        parameters=sum(p.numel() for p in model.parameters()),
-        layers=model.config.depth,
+        parameters=config["parameters"],
+        layers=config["layers"],
         run_dir=run_dir,
     )
 
@@ -254,7 +258,7 @@ def write_report(
     body: str,
 ) -> Path:
     """results.md: what was run, how long it took, on which CPU, then the experiment's own tables and reading."""
-    run_info = json.loads((results[0].run_dir / "config.json").read_text())
+    run_info = RunFolder(results[0].run_dir).config()
     wall = sum(result.seconds for result in results)
     text = "\n".join(
         [
@@ -281,7 +285,7 @@ def _hardware(results: list[Result]) -> str:
     """Where the runs trained, grouped by hardware history (a resumed run may have changed machine)."""
     groups: dict[str, list[str]] = {}
     for result in results:
-        stretches = hardware_history(json.loads((result.run_dir / "config.json").read_text()))
+        stretches = hardware_history(RunFolder(result.run_dir).config())
         history = ", then ".join(
             f"{s['device']}, {s['precision']}" + (f" from step {s['from_step']:,}" if s["from_step"] else "")
             for s in stretches

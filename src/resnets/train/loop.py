@@ -31,6 +31,7 @@ from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
 from resnets.train.run_folder import RunFolder, RunFolderError
 from resnets.weights import save_safetensors
+from resnets.weights.metadata import WeightsMetadata
 
 
 def weights_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
@@ -230,6 +231,9 @@ def train(
     wrapped = nn.parallel.DistributedDataParallel(model) if ranks.world_size > 1 else model
     step_fn = torch.compile(wrapped) if recipe.compile else wrapped
 
+    # What the run folder says of itself, so that readers (reports, tables) need not rebuild the model.
+    run_info["parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run_info["layers"] = model.config.depth
     # A resumed run may continue on other hardware: each stretch keeps its device, precision and first step.
     config_path = folder.config_path
     run_info["trained_on"] = _stretches(config_path if resume else None, run_info, state["step"])
@@ -369,17 +373,16 @@ def train(
     # ---- the result -----------------------------------------------------------------------------------
     final = state["history"][-1] if state["history"] else {}
     if ranks.is_main:
-        metadata = {
-            "model": model_name,
-            "model_overrides": json.dumps(model_overrides or {}, default=str),
-            "classes": json.dumps(train_set.classes),
-            "mean": json.dumps(list(mean)),
-            "std": json.dumps(list(std)),
-            "image_size": str(image_size),
-            "recipe": recipe.name,
-            "val_top1": str(final.get("val_top1", "")),
-        }
-        save_safetensors(served.state_dict(), folder.model_path, metadata)
+        card = WeightsMetadata(
+            model=model_name,
+            model_overrides=model_overrides or {},
+            classes=train_set.classes,
+            image_size=image_size,
+            mean=tuple(mean),
+            std=tuple(std),
+            extra={"recipe": recipe.name, "val_top1": str(final.get("val_top1", ""))},
+        )
+        save_safetensors(served.state_dict(), folder.model_path, card.to_strings())
     if writer is not None:
         writer.close()
     return final

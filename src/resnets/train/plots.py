@@ -6,19 +6,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from resnets.train.run_folder import RunFolder
+
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a run directory of `resnets train`?)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{path}: no epoch finished yet")
-    return rows
+    """A run's metrics records, oldest first (read through its RunFolder)."""
+    return RunFolder(run_dir).metrics()
 
 
 def pyplot():

@@ -122,7 +122,10 @@ class RunFolder:
         """The metrics records, oldest first."""
         if not self.metrics_path.is_file():
             raise RunFolderError(f"{self.metrics_path}: no metrics (is {self.path} a run folder of `resnets train`?)")
-        rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        try:
+            rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunFolderError(f"{self.metrics_path}: unreadable ({error})") from None
         if not rows:
             raise RunFolderError(f"{self.metrics_path}: no epoch finished yet")
         return rows
