@@ -156,8 +156,22 @@ class FileBatches:
         yield from loader
 
 
-def make_batches(data: ImageSet, batch_size: int, mean, std, augment: bool, image_size: int, seed: int = 0, **kw):
-    """TensorBatches for decoded images, FileBatches for image files."""
+def make_batches(
+    data: ImageSet,
+    batch_size: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: bool,
+    image_size: int,
+    seed: int = 0,
+    **kw,
+):
+    """TensorBatches for decoded images, FileBatches for image files.
+
+    Example:
+        >>> make_batches(val_set, 256, mean=mean, std=std, augment=False, image_size=32)
+    """
     if data.images is not None:
         return TensorBatches(data, batch_size, mean, std, augment, seed, **kw)
     return FileBatches(data, batch_size, mean, std, augment, image_size, seed, **kw)

@@ -146,5 +146,5 @@ class Predictor:
         else:
             chosen = val_set if val_set is not None else train_set
         chosen = dataclasses.replace(chosen, labels=to_weights[chosen.labels])
-        batches = make_batches(chosen, 256, self.mean, self.std, False, self.image_size)
+        batches = make_batches(chosen, 256, mean=self.mean, std=self.std, augment=False, image_size=self.image_size)
         return evaluate(self.runner or self.model, batches, torch.device("cpu"), flip=flip)

@@ -22,7 +22,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from resnets.data import IMAGENET_MEAN, IMAGENET_STD, channel_stats, load_dataset, make_batches, stratified_split
+from resnets.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageSet,
+    channel_stats,
+    load_dataset,
+    make_batches,
+    stratified_split,
+)
 from resnets.errors import ResnetsError
 from resnets.hardware import describe_device, resolve_device, resolve_precision
 from resnets.models import create_model, get_entry
@@ -124,6 +132,275 @@ def _stretches(previous_config: Path | None, run_info: dict, step: int) -> list[
     return [*earlier, current]
 
 
+@dataclasses.dataclass
+class RunData:
+    """The data side of a run, prepared once: splits, batches, normalization and what config.json records."""
+
+    train_set: ImageSet
+    val_set: ImageSet
+    train_batches: Any
+    val_batches: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    skipped: int
+
+
+def prepare_data(
+    data: str | os.PathLike, recipe: Recipe, *, entry, ranks: Distributed, cache_dir, skip_bad_images: bool
+) -> RunData:
+    """Read the images, hold out the fixed stratified split (unless the data has a val/ folder) and make the
+    batches: uint8 tensors augmented a batch at a time for small images, DataLoader workers for large ones."""
+    train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
+    skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
+    if val_set is None:
+        if recipe.val_fraction * len(train_set) / len(train_set.classes) < 1:
+            raise ValueError(
+                f"--val-fraction {recipe.val_fraction}: holds out no image of some class from {len(train_set)} "
+                "images; a run needs validation images (raise it, or give the data a val/ folder)"
+            )
+        train_set, val_set = stratified_split(train_set, recipe.val_fraction, seed=recipe.seed)
+    if recipe.batch_size % ranks.world_size:
+        raise ValueError(f"batch_size {recipe.batch_size} does not split evenly over {ranks.world_size} processes")
+    small = train_set.images is not None
+    mean, std = channel_stats(train_set.images) if small else (IMAGENET_MEAN, IMAGENET_STD)
+    image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
+    augment = recipe.augment if recipe.augment != Augment.AUTO else (Augment.CIFAR if small else Augment.IMAGENET)
+    common = dict(mean=mean, std=std, image_size=image_size, seed=recipe.seed)
+    train_batches = make_batches(
+        train_set,
+        recipe.batch_size,
+        augment=augment != Augment.NONE,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+        **common,
+    )
+    val_batches = make_batches(val_set, 256, augment=False, **common)
+    return RunData(train_set, val_set, train_batches, val_batches, tuple(mean), tuple(std), image_size, skipped)
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the run is: what a checkpoint holds besides the weights, and what the metrics so far are."""
+
+    epoch: int = 0
+    position: int = 0  # batches of `epoch` already done
+    step: int = 0
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+    def as_state(self, epoch: int, position: int) -> dict:
+        return {"epoch": epoch, "position": position, "step": self.step, "history": self.history}
+
+
+class Window:
+    """Training loss and accuracy summed since the last metrics record. On a GPU the sums stay on the device and
+    are read (and the loss checked for inf/nan) every `sync_every` steps: reading waits for every queued kernel."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sync_every = 1 if device.type == "cpu" else 25
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.started, self.seen = time.perf_counter(), 0
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+
+    def check_finite(self, step: int, epoch: int, checkpoint_path: Path) -> None:
+        """Stop before a diverged model is evaluated or checkpointed: the checkpoint on disk stays the last good one."""
+        if not torch.isfinite(self.loss_sum):
+            raise TrainingError(
+                f"loss became {self.loss_sum.item()} by step {step} (epoch {epoch + 1}); stopped, "
+                f"the last good checkpoint is kept at {checkpoint_path}"
+            )
+
+
+class Trainer:
+    """One run's model, optimizer, schedule and precision, set up once; `run` is the loop."""
+
+    def __init__(
+        self,
+        model_name: str,
+        recipe: Recipe,
+        data: RunData,
+        *,
+        model_overrides: dict[str, Any],
+        device: torch.device,
+        dtype: torch.dtype,
+        ranks: Distributed,
+        folder: RunFolder,
+    ) -> None:
+        self.recipe, self.data, self.folder = recipe, data, folder
+        self.device, self.dtype, self.ranks = device, dtype, ranks
+        self.model = create_model(model_name, num_classes=len(data.train_set.classes), **model_overrides)
+        self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+        self.model.to(device, memory_format=self.memory_format)
+        self.optimizer = torch.optim.SGD(
+            _param_groups(self.model, recipe),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
+        # The average (BN statistics included) is what gets evaluated and saved: it smooths the last epochs' noise.
+        self.ema = weights_average(self.model, recipe.ema_decay) if recipe.ema_decay else None
+        self.served = self.ema.module if self.ema is not None else self.model
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        self.autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+        self.wrapped = nn.parallel.DistributedDataParallel(self.model) if ranks.world_size > 1 else self.model
+        self.forward = torch.compile(self.wrapped) if recipe.compile else self.wrapped
+        self.steps_per_epoch = len(data.train_batches)
+        self.total_steps = recipe.steps(self.steps_per_epoch)
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.progress = Progress()
+        self.window = Window(device)
+        self.writer = None
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, self.ema)
+        self.progress = Progress(**state)
+        if self.ranks.is_main:
+            self.folder.rewrite_metrics(self.progress.history)  # records after the checkpoint belong to steps to rerun
+
+    def lr_at(self, step: int) -> float:
+        return self.recipe.lr_at(step, self.steps_per_epoch, self.model.config.depth)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimizer step at `lr`: forward under autocast, the loss in fp32, backward, SGD, the average."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU to go idle
+            images, labels = images.pin_memory(), labels.pin_memory()
+        images = images.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with self.autocast:
+            logits = self.forward(images)
+        loss = self.criterion(logits.float(), labels)
+        self.window.add(loss, logits, labels)
+        if (self.progress.step + 1) % self.window.sync_every == 0:
+            self.window.check_finite(self.progress.step, self.progress.epoch, self.folder.checkpoint_path)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.progress.step += 1
+        self.window.seen += len(labels)
+        return loss
+
+    def record(self, epoch_mark: float, lr: float) -> dict:
+        """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
+        window, progress = self.window, self.progress
+        seconds = time.perf_counter() - window.started
+        window.check_finite(progress.step, math.ceil(epoch_mark) - 1, self.folder.checkpoint_path)
+        seen = max(window.seen, 1)
+        metrics = evaluate(
+            self.served, self.data.val_batches, self.device, self.dtype, self.memory_format, flip=self.recipe.eval_flip
+        )
+        record = {
+            "epoch": epoch_mark,
+            "step": progress.step,
+            "lr": lr,
+            "train_loss": window.loss_sum.item() / seen,
+            "train_top1": window.correct.item() / seen,
+            "val_loss": metrics["loss"],
+            "val_top1": metrics["top1"],
+            "val_top5": metrics["top5"],
+            "epoch_seconds": seconds,
+            "img_per_s": window.seen * self.ranks.world_size / seconds,
+        }
+        progress.history.append(record)
+        if self.ranks.is_main:
+            self.folder.append_metrics(record)
+            if self.writer is not None:
+                for key, value in record.items():
+                    self.writer.add_scalar(key, value, record["step"])
+            print(
+                f"epoch {epoch_mark:g}/{self.total_epochs} step {progress.step}  train loss {record['train_loss']:.4f} "
+                f"acc {record['train_top1']:.4f}  val loss {record['val_loss']:.4f} "
+                f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
+                f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
+            )
+        window.reset()
+        return record
+
+    def checkpoint(self, epoch: int, position: int) -> None:
+        if self.ranks.is_main:
+            state = self.progress.as_state(epoch, position)
+            save_checkpoint(self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, state, self.ema)
+
+    def run_epoch(self, epoch: int, stop: StopRequest, stop_after_steps: int | None, show: bool) -> dict | None:
+        """The steps of `epoch` from where the run stands; a stop request checkpoints and returns why."""
+        progress, recipe = self.progress, self.recipe
+        self.wrapped.train()
+        lr = self.lr_at(progress.step)  # also when a resumed epoch has no steps left
+        bar = tqdm(
+            total=min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch),
+            initial=progress.position,
+            desc=f"epoch {epoch + 1}/{self.total_epochs}",
+            disable=not show,
+            leave=False,
+        )
+        batches = self.data.train_batches.epoch(epoch, start=progress.position)
+        for position, (images, labels) in enumerate(batches, start=progress.position):
+            if progress.step >= self.total_steps:
+                break
+            lr = self.lr_at(progress.step)
+            loss = self.step(images, labels, lr)
+            if progress.step % self.window.sync_every == 0:
+                rate = self.window.seen / (time.perf_counter() - self.window.started)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+            bar.update()
+            if self.ranks.is_main and not show and recipe.log_every and (position + 1) % recipe.log_every == 0:
+                print(
+                    f"epoch {epoch + 1} batch {position + 1}/{self.steps_per_epoch} loss {loss.item():.4f} lr {lr:.4g}"
+                )
+            last_of_epoch = position + 1 == self.steps_per_epoch or progress.step == self.total_steps
+            if recipe.eval_every and progress.step % recipe.eval_every == 0 and not last_of_epoch:
+                self.record(round(progress.step / self.steps_per_epoch, 3), lr)
+                self.wrapped.train()
+            if stop.signal is not None or progress.step == stop_after_steps:
+                bar.close()
+                return self.stop(epoch, position + 1, stop.signal, stop_after_steps)
+        bar.close()
+        self.record(epoch + 1, lr)
+        progress.position = 0
+        self.checkpoint(epoch + 1, 0)
+        return None
+
+    def stop(self, epoch: int, position: int, signal_number: int | None, stop_after_steps: int | None) -> dict:
+        """Checkpoint mid-epoch and say how to go on."""
+        self.window.check_finite(self.progress.step, epoch, self.folder.checkpoint_path)
+        self.checkpoint(epoch, position)
+        reason = f"signal {signal_number}" if signal_number else f"stop_after_steps={stop_after_steps}"
+        if self.ranks.is_main:
+            print(f"stopped at step {self.progress.step} ({reason}); continue with --resume")
+        return {"stopped": True, "step": self.progress.step, **({"signal": signal_number} if signal_number else {})}
+
+    def save(self, model_name: str, model_overrides: dict[str, Any]) -> dict:
+        """The final weights (the average, where kept) with their classes and preprocessing; the last metrics."""
+        final = self.progress.history[-1] if self.progress.history else {}
+        if self.ranks.is_main:
+            card = WeightsMetadata(
+                model=model_name,
+                model_overrides=model_overrides,
+                classes=self.data.train_set.classes,
+                image_size=self.data.image_size,
+                mean=self.data.mean,
+                std=self.data.std,
+                extra={"recipe": self.recipe.name, "val_top1": str(final.get("val_top1", ""))},
+            )
+            save_safetensors(self.served.state_dict(), self.folder.model_path, card.to_strings())
+        return final
+
+
 def train(
     model_name: str,
     data: str | os.PathLike,
@@ -143,249 +420,97 @@ def train(
     The run directory holds `config.json`, `metrics.jsonl`, `checkpoint.pt` (each epoch and on SIGINT/SIGTERM)
     and `model.safetensors` (final weights with their classes and preprocessing). `resume=True` continues
     exactly where the checkpoint stopped, after checking that model, classes, data and recipe are the ones the run
-    recorded; a new run refuses a folder that holds anything unless `overwrite`. Returns the last epoch's metrics.
+    recorded; a new run refuses a folder that holds anything unless `overwrite`. Returns the last epoch's metrics,
+    or {"stopped": True, "step": N} when a signal or `stop_after_steps` stopped it.
     """
-    # ---- set-up, once -------------------------------------------------------------------------------
     folder = RunFolder(out_dir)
-    out = folder.path
     entry = get_entry(model_name)  # an unknown name fails before any data is read
     if stop_after_steps is not None and stop_after_steps < 1:
         raise ValueError(f"--stop-after-steps {stop_after_steps}: must be >= 1")
     # What the folder holds is checked before any data is read, and changed only once every check has passed.
     if resume and not folder.checkpoint_path.is_file():
-        raise RunFolderError(f"--resume: {out} holds no {folder.checkpoint_path.name} to continue from")
+        raise RunFolderError(f"--resume: {folder.path} holds no {folder.checkpoint_path.name} to continue from")
     if not resume and not overwrite:
         folder.prepare_new(overwrite=False)  # refuses a folder that holds anything
     torch_device = resolve_device(device)
     dtype = resolve_precision(recipe.precision, torch_device)
     ranks = Distributed.setup(torch_device)
     torch.manual_seed(recipe.seed)
-
-    train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
-    skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
-    if val_set is None:
-        if recipe.val_fraction * len(train_set) / len(train_set.classes) < 1:
-            raise ValueError(
-                f"--val-fraction {recipe.val_fraction}: holds out no image of some class from {len(train_set)} "
-                "images; a run needs validation images (raise it, or give the data a val/ folder)"
-            )
-        train_set, val_set = stratified_split(train_set, recipe.val_fraction, seed=recipe.seed)
-    small = train_set.images is not None
-    mean, std = channel_stats(train_set.images) if small else (IMAGENET_MEAN, IMAGENET_STD)
-    image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
-    augment = recipe.augment if recipe.augment != Augment.AUTO else (Augment.CIFAR if small else Augment.IMAGENET)
-    batches_kw = dict(rank=ranks.rank, world_size=ranks.world_size)
-    if recipe.batch_size % ranks.world_size:
-        raise ValueError(f"batch_size {recipe.batch_size} does not split evenly over {ranks.world_size} processes")
-    train_batches = make_batches(
-        train_set, recipe.batch_size, mean, std, augment != Augment.NONE, image_size, recipe.seed, **batches_kw
+    run_data = prepare_data(
+        data, recipe, entry=entry, ranks=ranks, cache_dir=cache_dir, skip_bad_images=skip_bad_images
     )
-    val_batches = make_batches(val_set, 256, mean, std, False, image_size, recipe.seed)
-
-    run_info = {
-        "model": model_name,
-        "model_overrides": model_overrides or {},
-        "recipe": recipe.to_dict(),
-        "data": str(data),
-        "classes": train_set.classes,
-        "mean": list(mean),
-        "std": list(std),
-        "image_size": image_size,
-        "device": describe_device(torch_device),
-        "precision": str(dtype).replace("torch.", ""),
-        "world_size": ranks.world_size,
-        "train_images": len(train_set),
-        "val_images": len(val_set),
-        "skipped_images": skipped,
-    }
+    run_info = _run_info(model_name, model_overrides or {}, recipe, data, run_data, torch_device, dtype, ranks)
     if resume:
         changed = folder.check_resume(run_info)  # before anything is loaded or written
         if changed and ranks.is_main:
             print(f"resuming with changed recipe values: {'; '.join(changed)}")
     elif ranks.is_main:
         folder.prepare_new(overwrite)
-
-    model = create_model(model_name, num_classes=len(train_set.classes), **(model_overrides or {}))
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model.to(torch_device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(
-        _param_groups(model, recipe),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        nesterov=recipe.nesterov,
-        weight_decay=recipe.weight_decay,
+    trainer = Trainer(
+        model_name,
+        recipe,
+        run_data,
+        model_overrides=model_overrides or {},
+        device=torch_device,
+        dtype=dtype,
+        ranks=ranks,
+        folder=folder,
     )
-    # The average (BN statistics included) is what gets evaluated and saved: it smooths the last epochs' noise.
-    ema = weights_average(model, recipe.ema_decay) if recipe.ema_decay else None
-    served = ema.module if ema is not None else model
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    scaler = torch.amp.GradScaler(torch_device.type, enabled=dtype == torch.float16)
-    steps_per_epoch = len(train_batches)
-    total_steps = recipe.steps(steps_per_epoch)
-    total_epochs = math.ceil(total_steps / steps_per_epoch)
-
-    state = {"epoch": 0, "position": 0, "step": 0, "history": []}
-    checkpoint_path = folder.checkpoint_path
     if resume:
-        state = load_checkpoint(checkpoint_path, model, optimizer, scaler, ema)
-    wrapped = nn.parallel.DistributedDataParallel(model) if ranks.world_size > 1 else model
-    step_fn = torch.compile(wrapped) if recipe.compile else wrapped
+        trainer.resume()
+    _write_config(trainer, run_info, resume)
+    trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
+    try:
+        with StopRequest() as stop:
+            for epoch in range(trainer.progress.epoch, trainer.total_epochs):
+                trainer.progress.epoch = epoch
+                stopped = trainer.run_epoch(epoch, stop, stop_after_steps, show=progress and ranks.is_main)
+                if stopped is not None:
+                    return stopped
+        return trainer.save(model_name, model_overrides or {})
+    finally:
+        if trainer.writer is not None:
+            trainer.writer.close()
 
-    # What the run folder says of itself, so that readers (reports, tables) need not rebuild the model.
-    run_info["parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    run_info["layers"] = model.config.depth
-    # A resumed run may continue on other hardware: each stretch keeps its device, precision and first step.
-    config_path = folder.config_path
-    run_info["trained_on"] = _stretches(config_path if resume else None, run_info, state["step"])
-    if ranks.is_main:
-        folder.write_config(run_info)
-        print(f"training {model_name} on {len(train_set)} images ({len(val_set)} held out) | {run_info['device']}")
-        if skipped:
-            print(f"skipped {skipped} unreadable image{'s' if skipped != 1 else ''} (--skip-bad-images)")
-        print(f"precision {run_info['precision']}, channels_last {recipe.channels_last} | {recipe.describe()}")
-    writer = _tensorboard(out) if ranks.is_main and recipe.tensorboard else None
 
-    def checkpoint(epoch: int, position: int) -> None:
-        if ranks.is_main:
-            save_checkpoint(checkpoint_path, model, optimizer, scaler, dict(state, epoch=epoch, position=position), ema)
-
-    autocast = torch.autocast(torch_device.type, dtype=dtype, enabled=dtype != torch.float32)
-    depth = model.config.depth
-    if resume and ranks.is_main:
-        folder.rewrite_metrics(state["history"])  # records after the checkpoint belong to steps about to rerun
-    # Reading a value off a GPU waits for every queued kernel, so there the window's sums stay on the device and
-    # are read (and the loss checked for inf/nan) every `sync_every` steps, not after each one.
-    sync_every = 1 if torch_device.type == "cpu" else 25
-    window = {
-        "started": time.perf_counter(),
-        "seen": 0,
-        "loss_sum": torch.zeros((), device=torch_device),
-        "correct": torch.zeros((), dtype=torch.long, device=torch_device),
+def _run_info(model_name, model_overrides, recipe, data, run_data: RunData, device, dtype, ranks) -> dict[str, Any]:
+    """What config.json records of a run before it starts (the model's size and the hardware follow)."""
+    return {
+        "model": model_name,
+        "model_overrides": model_overrides,
+        "recipe": recipe.to_dict(),
+        "data": str(data),
+        "classes": run_data.train_set.classes,
+        "mean": list(run_data.mean),
+        "std": list(run_data.std),
+        "image_size": run_data.image_size,
+        "device": describe_device(device),
+        "precision": str(dtype).replace("torch.", ""),
+        "world_size": ranks.world_size,
+        "train_images": len(run_data.train_set),
+        "val_images": len(run_data.val_set),
+        "skipped_images": run_data.skipped,
     }
 
-    def check_finite(epoch: int) -> None:
-        """Stop before a diverged model is evaluated or checkpointed: the checkpoint on disk stays the last good one."""
-        if not torch.isfinite(window["loss_sum"]):
-            raise TrainingError(
-                f"loss became {window['loss_sum'].item()} by step {state['step']} (epoch {epoch + 1}); stopped, "
-                f"the last good checkpoint is kept at {checkpoint_path}"
-            )
 
-    def record_metrics(epoch_mark: float, lr: float) -> None:
-        """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
-        seconds = time.perf_counter() - window["started"]
-        check_finite(math.ceil(epoch_mark) - 1)
-        seen = max(window["seen"], 1)
-        metrics = evaluate(served, val_batches, torch_device, dtype, memory_format, flip=recipe.eval_flip)
-        record = {
-            "epoch": epoch_mark,
-            "step": state["step"],
-            "lr": lr,
-            "train_loss": window["loss_sum"].item() / seen,
-            "train_top1": window["correct"].item() / seen,
-            "val_loss": metrics["loss"],
-            "val_top1": metrics["top1"],
-            "val_top5": metrics["top5"],
-            "epoch_seconds": seconds,
-            "img_per_s": window["seen"] * ranks.world_size / seconds,
-        }
-        state["history"].append(record)
-        if ranks.is_main:
-            folder.append_metrics(record)
-            if writer is not None:
-                for key, value in record.items():
-                    writer.add_scalar(key, value, record["step"])
-            print(
-                f"epoch {epoch_mark:g}/{total_epochs} step {state['step']}  train loss {record['train_loss']:.4f} "
-                f"acc {record['train_top1']:.4f}  val loss {record['val_loss']:.4f} "
-                f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
-                f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
-            )
-        window.update(started=time.perf_counter(), seen=0)
-        window["loss_sum"].zero_()
-        window["correct"].zero_()
-
-    # ---- the loop -------------------------------------------------------------------------------------
-    with StopRequest() as stop:
-        for epoch in range(state["epoch"], total_epochs):
-            wrapped.train()
-            lr = recipe.lr_at(state["step"], steps_per_epoch, depth)  # also when a resumed epoch has no steps left
-            bar = tqdm(
-                total=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
-                initial=state["position"],
-                desc=f"epoch {epoch + 1}/{total_epochs}",
-                disable=not (progress and ranks.is_main),
-                leave=False,
-            )
-            for position, (images, labels) in enumerate(
-                train_batches.epoch(epoch, start=state["position"]), start=state["position"]
-            ):
-                if state["step"] >= total_steps:
-                    break
-                lr = recipe.lr_at(state["step"], steps_per_epoch, depth)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if torch_device.type == "cuda":  # a copy from pageable memory would wait for the GPU to go idle
-                    images, labels = images.pin_memory(), labels.pin_memory()
-                images = images.to(torch_device, memory_format=memory_format, non_blocking=True)
-                labels = labels.to(torch_device, non_blocking=True)
-                with autocast:
-                    logits = step_fn(images)
-                loss = criterion(logits.float(), labels)
-                window["loss_sum"] += loss.detach() * len(labels)
-                window["correct"] += (logits.argmax(1) == labels).sum()
-                synced = (state["step"] + 1) % sync_every == 0
-                if synced:
-                    check_finite(epoch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
-                state["step"] += 1
-                window["seen"] += len(labels)
-                if synced:
-                    rate = window["seen"] / (time.perf_counter() - window["started"])
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                bar.update()
-                if ranks.is_main and not progress and recipe.log_every and (position + 1) % recipe.log_every == 0:
-                    print(
-                        f"epoch {epoch + 1} batch {position + 1}/{steps_per_epoch} loss {loss.item():.4f} lr {lr:.4g}"
-                    )
-                last_of_epoch = position + 1 == steps_per_epoch or state["step"] == total_steps
-                if recipe.eval_every and state["step"] % recipe.eval_every == 0 and not last_of_epoch:
-                    record_metrics(round(state["step"] / steps_per_epoch, 3), lr)
-                    wrapped.train()
-                stop_now = stop.signal is not None or state["step"] == stop_after_steps
-                if stop_now:
-                    check_finite(epoch)
-                    checkpoint(epoch, position + 1)
-                    bar.close()
-                    reason = f"signal {stop.signal}" if stop.signal else f"stop_after_steps={stop_after_steps}"
-                    if ranks.is_main:
-                        print(f"stopped at step {state['step']} ({reason}); continue with --resume")
-                    return {"stopped": True, "step": state["step"], **({"signal": stop.signal} if stop.signal else {})}
-            bar.close()
-            record_metrics(epoch + 1, lr)
-            state["position"] = 0
-            checkpoint(epoch + 1, 0)
-    # ---- the result -----------------------------------------------------------------------------------
-    final = state["history"][-1] if state["history"] else {}
-    if ranks.is_main:
-        card = WeightsMetadata(
-            model=model_name,
-            model_overrides=model_overrides or {},
-            classes=train_set.classes,
-            image_size=image_size,
-            mean=tuple(mean),
-            std=tuple(std),
-            extra={"recipe": recipe.name, "val_top1": str(final.get("val_top1", ""))},
-        )
-        save_safetensors(served.state_dict(), folder.model_path, card.to_strings())
-    if writer is not None:
-        writer.close()
-    return final
+def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> None:
+    """config.json with the model's size and the run's hardware stretches (a resumed run may continue on other
+    hardware: each stretch keeps its device, precision and first step); the start of the log."""
+    folder, recipe = trainer.folder, trainer.recipe
+    run_info["parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    run_info["layers"] = trainer.model.config.depth
+    run_info["trained_on"] = _stretches(folder.config_path if resume else None, run_info, trainer.progress.step)
+    if not trainer.ranks.is_main:
+        return
+    folder.write_config(run_info)
+    data = trainer.data
+    print(
+        f"training {run_info['model']} on {len(data.train_set)} images ({len(data.val_set)} held out) | "
+        f"{run_info['device']}"
+    )
+    if data.skipped:
+        print(f"skipped {data.skipped} unreadable image{'s' if data.skipped != 1 else ''} (--skip-bad-images)")
+    print(f"precision {run_info['precision']}, channels_last {recipe.channels_last} | {recipe.describe()}")
 
 
 def _tensorboard(out: Path):
