@@ -244,3 +244,17 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys):
         == 2
     )
     assert "unknown recipe 'x'" in capsys.readouterr().err
+
+
+def test_the_weights_file_says_how_it_was_made(tmp_path):
+    from safetensors import safe_open
+
+    run = tmp_path / "run"
+    final = train("resnet20", SAMPLE, run, tiny_recipe(epochs=1), {"depth": 8}, cache_dir=tmp_path, progress=False)
+    with safe_open(str(run / "model.safetensors"), "pt") as file:
+        meta = file.metadata()
+    config = json.loads((run / "config.json").read_text())
+    assert (meta["recipe"], meta["epochs"], meta["steps"]) == ("cifar-fast", "1", "15")
+    assert float(meta["val_top1"]) == final["val_top1"] and meta["eval_flip"] == "true"
+    assert json.loads(meta["trained_on"]) == config["trained_on"] and json.loads(meta["recipe_fields"])["lr"] == 0.1
+    assert config["parameters"] == sum(p.numel() for p in create_model("resnet20", depth=8).parameters())

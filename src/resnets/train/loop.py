@@ -261,6 +261,7 @@ class Trainer:
         self.progress = Progress()
         self.window = Window(device)
         self.writer = None
+        self.trained_on: list[dict] = []  # the hardware stretches, from config.json
 
     def resume(self) -> None:
         state = load_checkpoint(self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, self.ema)
@@ -395,7 +396,17 @@ class Trainer:
                 image_size=self.data.image_size,
                 mean=self.data.mean,
                 std=self.data.std,
-                extra={"recipe": self.recipe.name, "val_top1": str(final.get("val_top1", ""))},
+                # how it was made, so that a shipped file says it by itself
+                extra={
+                    "recipe": self.recipe.name,
+                    "recipe_fields": json.dumps(self.recipe.to_dict()),
+                    "epochs": f"{self.progress.step / self.steps_per_epoch:g}",
+                    "steps": str(self.progress.step),
+                    "val_top1": str(final.get("val_top1", "")),
+                    "val_top5": str(final.get("val_top5", "")),
+                    "eval_flip": str(self.recipe.eval_flip).lower(),
+                    "trained_on": json.dumps(self.trained_on),
+                },
             )
             save_safetensors(self.served.state_dict(), self.folder.model_path, card.to_strings())
         return final
@@ -500,6 +511,7 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
     run_info["parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     run_info["layers"] = trainer.model.config.depth
     run_info["trained_on"] = _stretches(folder.config_path if resume else None, run_info, trainer.progress.step)
+    trainer.trained_on = run_info["trained_on"]
     if not trainer.ranks.is_main:
         return
     folder.write_config(run_info)
