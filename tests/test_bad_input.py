@@ -259,3 +259,25 @@ def test_weights_with_bad_metadata_are_named(tmp_path, capsys, metadata, message
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
     assert main(["predict", "--model", "resnet20", "--weights", str(path), str(path)]) == 2
     one_line_error(capsys, message)
+
+
+def test_a_damaged_archive_is_named_not_read_in_part(tmp_path):
+    damaged = tmp_path / "damaged.tar.gz"
+    data = SAMPLE.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])  # cut mid-stream: tarfile alone would stop quietly at the cut
+    with pytest.raises(DataError, match="damaged.tar.gz: (unreadable|damaged) archive"):
+        load_dataset(damaged)
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(SAMPLE) as source, tarfile.open(plain, "w") as target:
+        for member in list(source)[:40]:
+            target.addfile(member, source.extractfile(member) if member.isfile() else None)
+    raw = bytearray(plain.read_bytes())
+    raw[512 * 30 : 512 * 31] = b"\x01" * 512  # one garbled header in the middle
+    plain.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="plain.tar: (unreadable|damaged) archive"):
+        load_dataset(plain)
+
+
+def test_a_fractional_depth_is_refused(capsys):
+    assert run(["summary", "resnet20", "--set", "depth=20.5"]) == 2
+    one_line_error(capsys, "depth 20.5 is not a whole number of layers")

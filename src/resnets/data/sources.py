@@ -16,6 +16,8 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -57,9 +59,13 @@ class ImageSet:
 def decode_image(data: bytes | str | Path, name: str) -> Image.Image:
     """An RGB image (grayscale, palette and RGBA converted); a clear error naming `name` if unreadable."""
     try:
-        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        with warnings.catch_warnings():
+            # PIL warns above ~89 megapixels and refuses above twice that (a decompression bomb): the refusal is
+            # one line below; a large photo under it is decoded without a warning spilling over the output.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{name}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
     if image.mode == "I;16" or image.mode.startswith("I"):  # 16-bit PNG: scale to 8 bits before RGB
         array = np.asarray(image, dtype=np.float64)
@@ -161,12 +167,22 @@ def _read_tar(path: Path, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
                 split = parts[0] if parts[0] in ("val", "test") and len(parts) >= 3 else "train"
                 data = archive.extractfile(member).read()
                 splits["val" if split != "train" else "train"].append((f"{path}:{member.name}", data, parts[-2]))
-    except (tarfile.TarError, EOFError, OSError) as error:
+            _check_archive_end(archive, path)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise DataError(f"{path}: unreadable archive ({error})") from None
     classes = _check_classes([(n, c) for n, _, c in splits["train"]], str(path))
     train = _decode_all(splits["train"], classes, skip_bad, str(path))
     val = _decode_all(splits["val"], classes, skip_bad, f"{path}:val") if splits["val"] else None
     return train, val
+
+
+def _check_archive_end(archive: tarfile.TarFile, path: Path) -> None:
+    """tarfile stops quietly at a damaged header, as if the archive ended there: what follows the last member must
+    be the zero blocks that end a tar, and a compressed stream must end whole (its checksum is read at the end)."""
+    while chunk := archive.fileobj.read(1 << 20):
+        if chunk.strip(b"\0"):
+            last = archive.members[-1].name if archive.members else "the start"
+            raise DataError(f"{path}: damaged archive: what follows {last} cannot be read as tar entries")
 
 
 def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:

@@ -148,6 +148,8 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
     config = get_entry(name).config
     depth = overrides.pop("depth", None)
     if depth is not None:
+        if isinstance(depth, bool) or not isinstance(depth, int | str) or not str(depth).lstrip("-").isdigit():
+            raise ValueError(f"depth {depth!r} is not a whole number of layers")
         config = config.with_depth(int(depth))
     known = {field.name for field in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(overrides) - known)
