@@ -281,3 +281,34 @@ def test_a_damaged_archive_is_named_not_read_in_part(tmp_path):
 def test_a_fractional_depth_is_refused(capsys):
     assert run(["summary", "resnet20", "--set", "depth=20.5"]) == 2
     one_line_error(capsys, "depth 20.5 is not a whole number of layers")
+
+
+def test_overwrite_with_a_bad_model_setting_keeps_the_old_run(tmp_path, finished_run, capsys):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run_dir)
+    argv = [*TRAIN, *TINY, "--data", str(SAMPLE), "--out", str(run_dir), "--epochs", "1", "--overwrite"]
+    assert main([a if a != "depth=8" else "depth=9" for a in argv]) == 2
+    one_line_error(capsys, "depth 9 is not 6n+2")
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["convert", "SAME", "SAME", "--model", "resnet20"], "is the source itself"),
+        (["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--out", "DIR"], "is a folder"),
+        (["plot", "RUN", "--out", "DIR"], "is a folder"),
+        (["bench", "resnet20", "--mode", "train", "--dtype", "int8"], "--dtype int8 runs inference only"),
+        (["bench", "resnet20", "--mode", "infer", "--plot", "DIR", "--iters", "1"], "is a folder"),
+    ],
+)
+def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finished_run, capsys, argv, message):
+    same = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in create_model("resnet20").state_dict().items()}, str(same))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    paths = {"SAME": str(same), "DIR": str(folder), "RUN": str(finished_run)}
+    before = snapshot(tmp_path)
+    assert run([paths.get(a, a) for a in argv]) == 2
+    one_line_error(capsys, message)
+    assert snapshot(tmp_path) == before and not any(folder.iterdir())

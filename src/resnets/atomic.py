@@ -15,6 +15,8 @@ from pathlib import Path
 def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     """Call `write(temporary_path)` beside `path`, then rename it over `path` (with the usual file mode)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; name a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)

@@ -260,6 +260,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     models = sweep_models(args.sweep, args.models) if args.sweep else args.models
     if not models:
         raise CliError("name at least one model (or use --sweep depth)")
+    if args.plot and Path(args.plot).is_dir():
+        raise CliError(f"--plot {args.plot}: is a folder; name the PNG to write")
+    if args.mode == "train" and args.dtype and set(args.dtype) <= {"int8"}:
+        raise CliError("--dtype int8 runs inference only; --mode train takes fp32, bf16 or fp16")
     batch_sizes = args.batch_size or ([1, 2, 4, 8, 16, 32, 64] if args.sweep == "batch" else [16])
     device = resolve_device(args.device)
     if "bf16" in (args.dtype or []) and device.type == "cpu" and not cpu_has_native_bf16():

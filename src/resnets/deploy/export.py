@@ -49,6 +49,8 @@ def export_model(
     if dtype not in (Precision.FP32, Precision.INT8) or (dtype == Precision.INT8 and fmt not in QUANTIZABLE):
         raise ValueError(f"dtype {dtype!r} with format {fmt!r}: exports are fp32, and int8 for onnx and openvino")
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; name the file to write")
     if fmt == "openvino" and out.suffix != ".xml":
         raise ValueError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go beside it as .bin)")
     model = predictor.model.eval()

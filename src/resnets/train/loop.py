@@ -455,8 +455,6 @@ def train(
         changed = folder.check_resume(run_info)  # before anything is loaded or written
         if changed and ranks.is_main:
             print(f"resuming with changed recipe values: {'; '.join(changed)}")
-    elif ranks.is_main:
-        folder.prepare_new(overwrite)
     trainer = Trainer(
         model_name,
         recipe,
@@ -469,6 +467,8 @@ def train(
     )
     if resume:
         trainer.resume()
+    elif ranks.is_main:
+        folder.prepare_new(overwrite)  # --overwrite removes the old run only now that the new one is built
     _write_config(trainer, run_info, resume)
     trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
     try:

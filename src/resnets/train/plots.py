@@ -29,8 +29,10 @@ def pyplot():
 
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Three panels side by side; returns the PNG's path."""
-    plt = pyplot()
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"--out {out}: is a folder; name the PNG to write")
     rows = read_metrics(run_dir)
+    plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     figure, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")

@@ -146,6 +146,10 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, model_nam
 
     if Path(destination).suffix != ".safetensors":
         raise WeightsError(f"{destination}: convert writes .safetensors; name the destination *.safetensors")
+    if Path(destination).exists() and Path(destination).resolve() == Path(source).resolve():
+        raise WeightsError(f"{destination}: is the source itself; write the converted weights to another file")
+    if Path(destination).is_dir():
+        raise WeightsError(f"{destination}: is a folder; name the .safetensors file to write")
     model = create_model(model_name, **overrides)
     metadata = load_weights(model, source)
     metadata = {**metadata, "model": model_name, "converted_by": "resnets"}
