@@ -312,3 +312,18 @@ def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finishe
     assert run([paths.get(a, a) for a in argv]) == 2
     one_line_error(capsys, message)
     assert snapshot(tmp_path) == before and not any(folder.iterdir())
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_the_folder_as_it_was(tmp_path, finished_run, capsys):
+    diverge = [*TRAIN, *TINY, "--data", str(SAMPLE), "--epochs", "1", "--lr", "1e30"]
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run_dir)
+    assert main([*diverge, "--out", str(run_dir), "--overwrite"]) == 2  # the old run comes back
+    one_line_error(capsys, "no checkpoint was written, and the folder is left as it was")
+    assert snapshot(run_dir) == before
+    assert main([*diverge[:-4], "--epochs", "2", "--lr", "1e30", "--out", str(run_dir), "--resume"]) == 2
+    one_line_error(capsys, "the last good checkpoint is kept")
+    assert snapshot(run_dir) == before  # config.json does not record a recipe that never trained
+    fresh = tmp_path / "fresh"
+    assert main([*diverge, "--out", str(fresh)]) == 2
+    assert not fresh.exists()  # nothing left behind that would block the next try

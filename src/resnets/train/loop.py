@@ -214,9 +214,13 @@ class Window:
     def check_finite(self, step: int, epoch: int, checkpoint_path: Path) -> None:
         """Stop before a diverged model is evaluated or checkpointed: the checkpoint on disk stays the last good one."""
         if not torch.isfinite(self.loss_sum):
-            raise TrainingError(
-                f"loss became {self.loss_sum.item()} by step {step} (epoch {epoch + 1}); stopped, "
+            kept = (
                 f"the last good checkpoint is kept at {checkpoint_path}"
+                if checkpoint_path.is_file()
+                else "no checkpoint was written, and the folder is left as it was"
+            )
+            raise TrainingError(
+                f"loss became {self.loss_sum.item()} by step {step} (epoch {epoch + 1}); stopped, {kept}"
             )
 
 
@@ -468,20 +472,27 @@ def train(
     if resume:
         trainer.resume()
     elif ranks.is_main:
-        folder.prepare_new(overwrite)  # --overwrite removes the old run only now that the new one is built
-    _write_config(trainer, run_info, resume)
-    trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
+        folder.prepare_new(overwrite)  # --overwrite sets the old run aside only now that the new one is built
+    folder.begin(resume)
+    failed = True
     try:
+        _write_config(trainer, run_info, resume)
+        trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
         with StopRequest() as stop:
             for epoch in range(trainer.progress.epoch, trainer.total_epochs):
                 trainer.progress.epoch = epoch
                 stopped = trainer.run_epoch(epoch, stop, stop_after_steps, show=progress and ranks.is_main)
                 if stopped is not None:
+                    failed = False
                     return stopped
-        return trainer.save(model_name, model_overrides or {})
+        result = trainer.save(model_name, model_overrides or {})
+        failed = False
+        return result
     finally:
         if trainer.writer is not None:
             trainer.writer.close()
+        if ranks.is_main:
+            folder.settle(failed)
 
 
 def _run_info(model_name, model_overrides, recipe, data, run_data: RunData, device, dtype, ranks) -> dict[str, Any]:

@@ -28,6 +28,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
 # What a run writes, and so what --overwrite may remove; a user's own files are never removed.
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, "curves.png", "timing.json", "tensorboard")
+PREVIOUS = ".previous-run"  # where --overwrite sets the old run aside until the new one has a checkpoint
 # Recipe values a resumed run must keep: the split (val_fraction, seed) decides which images were held out, and the
 # batch size where in an epoch the checkpoint stopped. Any other value may change on purpose (a lower lr to go on
 # with, a longer run: the schedule is recomputed for the new length, another precision on other hardware) and is
@@ -48,6 +49,7 @@ class RunFolder:
         self.metrics_path = self.path / METRICS
         self.checkpoint_path = self.path / CHECKPOINT
         self.model_path = self.path / MODEL
+        self._resumed, self._config_before = False, None
 
     def contents(self) -> list[str]:
         """The names in the folder that are not hidden (atomic writes' temporaries and locks are)."""
@@ -70,9 +72,46 @@ class RunFolder:
                 f"--out {self.path} already holds {kind} ({listed}); pass --resume to continue a run, "
                 "--overwrite to replace it, or choose another --out"
             )
+        # The old run is set aside, not deleted, until the new one has a checkpoint of its own (see `settle`).
+        previous = self.path / PREVIOUS
+        if previous.exists():
+            shutil.rmtree(previous)
+        previous.mkdir()
         for name in set(held) & set(RUN_FILES):
-            target = self.path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(self.path / name, previous / name)
+
+    def begin(self, resume: bool) -> None:
+        """Remember what the folder held before this run writes to it, so that a run that fails before its first
+        checkpoint leaves it as it was (`settle(failed=True)`)."""
+        self._resumed = resume
+        self._config_before = self.config_path.read_text() if resume and self.config_path.is_file() else None
+
+    def settle(self, failed: bool) -> None:
+        """After the run: on success, or once the run has a checkpoint, drop the run --overwrite set aside; on a
+        failure before any checkpoint, put the folder back as it was (a resumed run's config.json included)."""
+        previous = self.path / PREVIOUS
+        if self._resumed:
+            if failed and self._config_before is not None:
+                text = self._config_before
+                atomic_write(self.config_path, lambda temporary: Path(temporary).write_text(text))
+            return
+        if failed and not self.checkpoint_path.is_file():
+            for name in RUN_FILES:
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            if previous.is_dir():
+                for item in previous.iterdir():
+                    os.replace(item, self.path / item.name)
+            if previous.is_dir():
+                previous.rmdir()
+            if self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
+            return
+        if previous.is_dir():
+            shutil.rmtree(previous)
 
     def config(self) -> dict[str, Any]:
         """The run's recorded config.json."""
