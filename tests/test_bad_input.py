@@ -327,3 +327,32 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_the_folder_as_it_wa
     fresh = tmp_path / "fresh"
     assert main([*diverge, "--out", str(fresh)]) == 2
     assert not fresh.exists()  # nothing left behind that would block the next try
+
+
+def test_small_or_unreadable_data_is_named(tmp_path, sample_folder, capsys):
+    tiny = tmp_path / "tiny"
+    for name in ("cat", "dog"):
+        (tiny / name).mkdir(parents=True)
+        for file in sorted((sample_folder / name).iterdir())[:3]:
+            (tiny / name / file.name).symlink_to(file)
+    argv = ["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--dtype", "int8"]
+    assert main([*argv, "--out", str(tmp_path / "q.onnx"), "--data", str(tiny)]) == 2
+    one_line_error(capsys, "int8 needs at least 96 images")
+    assert not (tmp_path / "q.onnx").exists()
+    (tiny / "empty").mkdir()
+    assert main(["eval", "--model", "resnet20", "--pretrained", "--data", str(tiny)]) == 2
+    one_line_error(capsys, "empty: class folder holds no images")
+
+
+def test_a_float_image_is_scaled_not_read_as_black(tmp_path):
+    from resnets.data import decode_image
+
+    gray = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    Image.fromarray(gray, mode="F").save(tmp_path / "float.tif")
+    image = np.asarray(decode_image(tmp_path / "float.tif", "float.tif"))
+    assert image.max() >= 250 and image.min() == 0
+
+
+def test_set_num_classes_for_training_is_refused(capsys):
+    assert main([*TRAIN, "--data", str(SAMPLE), "--out", "unused", "--set", "num_classes=5"]) == 2
+    one_line_error(capsys, "--set num_classes")

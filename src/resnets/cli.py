@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         raise CliError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    model_overrides = _parse_overrides(args.set)
+    if "num_classes" in model_overrides:
+        raise CliError("--set num_classes: a trained model has as many classes as the data's class folders")
     fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "name"]
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if "milestones" in overrides:
@@ -199,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         recipe,
-        model_overrides=_parse_overrides(args.set),
+        model_overrides=model_overrides,
         resume=args.resume,
         device=args.device,
         cache_dir=args.cache_dir,
@@ -468,11 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `resnets` command; returns the exit status."""
+    # A library's warning is one line of ours, not a stack of source lines and its own traceback-like dump.
+    warnings.formatwarning = lambda message, category, *_args, **_kw: (
+        f"resnets: warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}\n"
+    )
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)
-    except BrokenPipeError:  # output piped into `head`
-        sys.stderr.close()
+    except BrokenPipeError:  # output piped into `head`: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; give it a sink
+        return 0
     except ImportError as error:  # an optional package a subcommand needs
         print(
             f"resnets {args.command}: error: {error} (pip install 'resnets[deploy]' for onnx/onnxruntime)",

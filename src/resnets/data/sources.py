@@ -67,9 +67,10 @@ def decode_image(data: bytes | str | Path, name: str) -> Image.Image:
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{name}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
-    if image.mode == "I;16" or image.mode.startswith("I"):  # 16-bit PNG: scale to 8 bits before RGB
-        array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray((array * (255.0 / max(array.max(), 1.0))).astype(np.uint8))
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float: scale to 8 bits before RGB
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        top = 1.0 if image.mode == "F" and array.max() <= 1.0 else max(array.max(), 1.0)  # float images: 0..1
+        image = Image.fromarray((np.clip(array, 0, top) * (255.0 / top)).astype(np.uint8))
     return image.convert("RGB")
 
 
@@ -78,9 +79,12 @@ def _folder_entries(root: Path) -> list[tuple[str, str]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     entries = []
     for name in classes:
-        for file in sorted((root / name).rglob("*")):
-            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-                entries.append((str(file), name))
+        if not os.access(root / name, os.R_OK | os.X_OK):
+            raise DataError(f"{root / name}: class folder cannot be read (permissions)")
+        found = [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if not found and len(classes) > 1:  # torchvision's ImageFolder refuses an empty class too
+            raise DataError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        entries += [(str(file), name) for file in found]
     return entries
 
 

@@ -59,6 +59,11 @@ def export_model(
     calibration = None
     if dtype == Precision.INT8:
         calibration = sample_images(320, predictor.image_size, predictor.mean, predictor.std, data)[64:]
+        if len(calibration) < 32:  # a handful of images gives activation ranges that clip most real inputs
+            raise ValueError(
+                f"--data {data}: int8 needs at least 96 images (64 to check, the rest to calibrate), "
+                f"found {len(calibration) + 64 if len(calibration) else 'at most 64'}"
+            )
     if fmt == "onnx":
         atomic_write(out, lambda path: write_onnx(model, path, calibration))
         session = onnxruntime_session(out)

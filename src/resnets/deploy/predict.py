@@ -145,6 +145,8 @@ class Predictor:
             chosen = train_set
         else:
             chosen = val_set if val_set is not None else train_set
+        if len(chosen) == 0:
+            raise DataError(f"{data}: the {split} split holds no images to evaluate")
         chosen = dataclasses.replace(chosen, labels=to_weights[chosen.labels])
         batches = make_batches(chosen, 256, mean=self.mean, std=self.std, augment=False, image_size=self.image_size)
         return evaluate(self.runner or self.model, batches, torch.device("cpu"), flip=flip)
