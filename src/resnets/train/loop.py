@@ -37,7 +37,7 @@ from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
-from resnets.train.run_folder import RunFolder, RunFolderError
+from resnets.train.run_folder import RunFolder
 from resnets.weights import save_safetensors
 from resnets.weights.metadata import WeightsMetadata
 
@@ -443,8 +443,8 @@ def train(
     if stop_after_steps is not None and stop_after_steps < 1:
         raise ValueError(f"--stop-after-steps {stop_after_steps}: must be >= 1")
     # What the folder holds is checked before any data is read, and changed only once every check has passed.
-    if resume and not folder.checkpoint_path.is_file():
-        raise RunFolderError(f"--resume: {folder.path} holds no {folder.checkpoint_path.name} to continue from")
+    if resume:
+        folder.require_checkpoint()
     if not resume and not overwrite:
         folder.prepare_new(overwrite=False)  # refuses a folder that holds anything
     torch_device = resolve_device(device)

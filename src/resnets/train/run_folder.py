@@ -105,7 +105,6 @@ class RunFolder:
             if previous.is_dir():
                 for item in previous.iterdir():
                     os.replace(item, self.path / item.name)
-            if previous.is_dir():
                 previous.rmdir()
             if self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()
@@ -122,13 +121,17 @@ class RunFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RunFolderError(f"{self.config_path}: unreadable ({error})") from None
 
+    def require_checkpoint(self) -> None:
+        """--resume needs a checkpoint: checked before any data is read."""
+        if not self.checkpoint_path.is_file():
+            raise RunFolderError(f"--resume: {self.path} holds no {CHECKPOINT} to continue from")
+
     def check_resume(self, run_info: dict[str, Any]) -> list[str]:
         """Refuse to continue a run with another model, other classes, other data, another split or batch size
         than it recorded: one line names what differs. Returns the recipe values that changed on purpose, each as
         "--flag old -> new", for the run to print.
         """
-        if not self.checkpoint_path.is_file():
-            raise RunFolderError(f"--resume: {self.path} holds no {CHECKPOINT} to continue from")
+        self.require_checkpoint()
         recorded = self.config()
         refused = []
         for key, label in (("model", "model"), ("model_overrides", "model settings (--set)"), ("classes", "classes")):
