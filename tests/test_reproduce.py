@@ -26,9 +26,11 @@ def test_fast_budget_keeps_the_papers_schedule_shape():
     assert (recipe.batch_size, recipe.weight_decay, recipe.momentum) == (128, 1e-4, 0.9)
     assert BUDGETS["paper"].recipe().steps(steps_per_epoch) == 64_000
     assert BUDGETS["paper"].recipe().lr_at(32_000, steps_per_epoch) == pytest.approx(0.01)
+    medium = BUDGETS["medium"].recipe()  # the degradation run's 12k steps, with the same shape
+    assert (medium.steps(steps_per_epoch), medium.milestones) == (12_000, (6_000, 9_000))
 
 
-@pytest.mark.parametrize("budget", ["fast", "paper"])
+@pytest.mark.parametrize("budget", list(BUDGETS))
 def test_every_planned_net_builds_with_the_papers_unit(budget):
     for name, module in EXPERIMENTS.items():
         runs = module.runs(BUDGETS[budget])

@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     from resnets.deploy.export import FORMATS
     from resnets.deploy.optimize import PRECISIONS, Runtime
     from resnets.hardware import Precision
+    from resnets.reproduce.runner import BUDGETS
 
     parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -458,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = add("reproduce", cmd_reproduce, "rerun a paper experiment on CIFAR-10: results.md, figures, metrics")
     reproduce.add_argument("experiment", choices=["degradation", "depth", "v2-shortcuts", "v2-activations"])
     reproduce.add_argument("--data", required=True, help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
-    reproduce.add_argument("--budget", default="fast", choices=["fast", "paper"], help="fast: a 2-core CPU; paper: 64k")
+    reproduce.add_argument(
+        "--budget",
+        default="fast",
+        choices=list(BUDGETS),
+        help="fast: minutes per net on a 2-core CPU; medium: 12k steps, hours per net; paper: 64k steps",
+    )
     reproduce.add_argument("--iterations", type=_count(1), help="steps per net instead of the budget's")
     reproduce.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")
     reproduce.add_argument("--runs", help="where the runs live, shared between experiments (default OUT/runs)")

@@ -117,8 +117,10 @@ def _conv(config: ModelConfig, followed_by_norm: bool, kernel_size: int, dilatio
 class ResidualBlock(nn.Module):
     """One residual unit, built from `config` (block shape, activation order, shortcut).
 
-    `preact_shortcut` makes an identity shortcut carry the pre-activated input: the V2 paper does
-    this for the first unit after the stem conv ("before splitting into two paths").
+    A basic unit has convs `conv1`, `conv2`; a bottleneck adds `conv3`. Each conv `convN` has one norm `bnN`: in a
+    full pre-activation unit it runs before the conv, otherwise after it (after the addition for the last conv of a
+    "BN after addition" unit). `preact_shortcut` makes an identity shortcut carry the pre-activated input: the V2
+    paper does this for the first unit after the stem conv ("before splitting into two paths").
     """
 
     def __init__(
@@ -133,53 +135,44 @@ class ResidualBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
+        self.activation = order = config.activation
         self.drop_path = drop_path
-        order = config.activation
+        self.preact = order in (Activation.FULL_PREACT, Activation.RELU_ONLY_PREACT)
         out_channels = width * config.block.expansion
         convs = _branch_convs(config, in_channels, width, stride, dilation)
-        last = len(convs) - 1
-        norm_count = 0
-
-        def add_norm(channels: int) -> str:
-            nonlocal norm_count
-            norm_count += 1
-            name = f"bn{norm_count}"
-            self.add_module(name, config.norm_layer(channels, eps=config.norm_eps))
-            return name
 
         self.relu = nn.ReLU(inplace=True)
-        # Steps run on the block input before the branch splits off (pre-activation orders).
-        self._pre: list[str] = []
-        if order is Activation.FULL_PREACT:
-            self._pre = [add_norm(in_channels), "relu"]
-        elif order is Activation.RELU_ONLY_PREACT:
+        if order is Activation.RELU_ONLY_PREACT:
             self.relu_in = nn.ReLU(inplace=False)  # the untouched input still feeds the shortcut
-            self._pre = ["relu_in"]
-
-        self._branch: list[str] = []
-        for index, conv_args in enumerate(convs):
-            norm_follows = order in (Activation.ORIGINAL, Activation.RELU_BEFORE_ADD, Activation.RELU_ONLY_PREACT)
-            norm_follows = norm_follows or index < last
-            if order is Activation.FULL_PREACT:
-                norm_follows = index < last  # the next conv's pre-activation BN
-            conv_name = f"conv{index + 1}"
-            self.add_module(conv_name, _conv(config, followed_by_norm=norm_follows, **conv_args))
-            self._branch.append(conv_name)
-            if norm_follows:
-                self._branch.append(add_norm(conv_args["out_channels"]))
-            if index < last or order is Activation.RELU_BEFORE_ADD:
-                self._branch.append("relu")
+        for number, conv_args in enumerate(convs, start=1):
+            last = number == len(convs)
+            norm_before = order is Activation.FULL_PREACT
+            norm_after_add = last and order is Activation.BN_AFTER_ADD
+            if norm_before:
+                self.add_module(f"bn{number}", self._norm(conv_args["in_channels"]))
+            # A conv followed by a norm needs no bias (the next conv's pre-activation norm counts as following).
+            followed_by_norm = not (last and (norm_before or norm_after_add))
+            self.add_module(f"conv{number}", _conv(config, followed_by_norm=followed_by_norm, **conv_args))
+            if not norm_before and not norm_after_add:
+                self.add_module(f"bn{number}", self._norm(conv_args["out_channels"]))
 
         self.downsample = self._make_shortcut(config, in_channels, out_channels, stride)
-        self.shortcut_from_preact = bool(self._pre) and (preact_shortcut or isinstance(self.downsample, nn.Sequential))
+        self.shortcut_from_preact = self.preact and (preact_shortcut or isinstance(self.downsample, nn.Sequential))
         self.merge = ShortcutMerge(config, in_channels, out_channels, stride)
-
-        self._post: list[str] = []
-        if order is Activation.ORIGINAL:
-            self._post = ["relu"]
-        elif order is Activation.BN_AFTER_ADD:
-            self._post = [add_norm(out_channels), "relu"]
+        if order is Activation.BN_AFTER_ADD:
+            self.add_module(f"bn{len(convs)}", self._norm(out_channels))
         self.reset_parameters()
+
+    def _norm(self, channels: int) -> nn.Module:
+        return self.config.norm_layer(channels, eps=self.config.norm_eps)
+
+    def convs(self) -> list[nn.Module]:
+        """The residual branch's convs, in order."""
+        return [self.conv1, self.conv2] + ([self.conv3] if self.config.block is Block.BOTTLENECK else [])
+
+    def norms(self) -> list[nn.Module]:
+        """`bnN` for each `convN` (where it runs depends on the activation order)."""
+        return [self.bn1, self.bn2] + ([self.bn3] if self.config.block is Block.BOTTLENECK else [])
 
     @staticmethod
     def _make_shortcut(config: ModelConfig, in_channels: int, out_channels: int, stride: int) -> nn.Module:
@@ -205,7 +198,7 @@ class ResidualBlock(nn.Module):
         return nn.Identity()
 
     def reset_parameters(self) -> None:
-        """He initialization (ResNet paper, Sec. 3.4); optionally a zero last norm so each block starts as identity."""
+        """He initialization (ResNet paper, Sec. 3.4); optionally a zero last layer so each block starts as identity."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -217,20 +210,49 @@ class ResidualBlock(nn.Module):
         if self.merge.gate is not None:
             nn.init.constant_(self.merge.gate.bias, self.config.gate_bias)
         if self.config.zero_init_residual:
-            last = getattr(self, self._branch[-1] if self._branch[-1] != "relu" else self._branch[-2])
+            # The branch's last layer: its last conv where no norm follows it inside the branch.
+            ends_in_conv = self.activation in (Activation.FULL_PREACT, Activation.BN_AFTER_ADD)
+            last = self.convs()[-1] if ends_in_conv else self.norms()[-1]
             if getattr(last, "weight", None) is not None:
                 nn.init.zeros_(last.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_preact(x) if self.preact else self._forward_postact(x)
+
+    def _forward_postact(self, x: torch.Tensor) -> torch.Tensor:
+        """Original, BN after addition, ReLU before addition (V2 paper, Fig. 4a-c): conv, norm, relu ... add, relu."""
+        convs, norms, activation = self.convs(), self.norms(), self.activation
         out = x
-        for name in self._pre:
-            out = getattr(self, name)(out)
-        shortcut = self.downsample(out if self.shortcut_from_preact else x)
-        for name in self._branch:
-            out = getattr(self, name)(out)
+        for conv, norm in zip(convs[:-1], norms[:-1], strict=True):
+            out = self.relu(norm(conv(out)))
+        out = convs[-1](out)
+        if activation is not Activation.BN_AFTER_ADD:
+            out = norms[-1](out)
+        if activation is Activation.RELU_BEFORE_ADD:
+            out = self.relu(out)
+        out = self.merge(self._drop_path(out), self.downsample(x), x)
+        if activation is Activation.BN_AFTER_ADD:
+            out = norms[-1](out)
+        return out if activation is Activation.RELU_BEFORE_ADD else self.relu(out)
+
+    def _forward_preact(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU-only and full pre-activation (V2 paper, Fig. 4d-e): activations before the convs, none after the add."""
+        convs, norms = self.convs(), self.norms()
+        if self.activation is Activation.FULL_PREACT:
+            preactivated = self.relu(norms[0](x))
+            out = convs[0](preactivated)
+            for conv, norm in zip(convs[1:], norms[1:], strict=True):
+                out = conv(self.relu(norm(out)))
+        else:
+            preactivated = self.relu_in(x)
+            out = preactivated
+            for conv, norm in zip(convs[:-1], norms[:-1], strict=True):
+                out = self.relu(norm(conv(out)))
+            out = norms[-1](convs[-1](out))
+        shortcut = self.downsample(preactivated if self.shortcut_from_preact else x)
+        return self.merge(self._drop_path(out), shortcut, x)
+
+    def _drop_path(self, residual: torch.Tensor) -> torch.Tensor:
         if self.drop_path > 0.0:
-            out = stochastic_depth(out, self.drop_path, mode="row", training=self.training)
-        out = self.merge(out, shortcut, x)
-        for name in self._post:
-            out = getattr(self, name)(out)
-        return out
+            return stochastic_depth(residual, self.drop_path, mode="row", training=self.training)
+        return residual

@@ -146,6 +146,9 @@ class ModelConfig:
     shortcut_variant: ShortcutVariant = ShortcutVariant.IDENTITY
     activation: Activation = Activation.ORIGINAL
     conv_bias: ConvBias = ConvBias.NONE
+    # Keras (and timm's BiT stem) pad the stem's max-pool with zeros, torch with -inf: the same on a ReLU'd
+    # input, different on a pre-activation net's raw stem conv.
+    stem_pool_zero_pad: bool = False
     # Shortcut-variant parameters (Identity Mappings paper, Table 1)
     shortcut_scale: float = 0.5
     residual_scale: float = 1.0

@@ -95,7 +95,14 @@ for _depth in (50, 101, 152):
     )
     register(
         f"resnet{_depth}v2",
-        imagenet(_depth, **PREACT, downsample=Downsample.LAST_BLOCK, conv_bias=ConvBias.UNNORMALIZED, **KERAS),
+        imagenet(
+            _depth,
+            **PREACT,
+            downsample=Downsample.LAST_BLOCK,
+            conv_bias=ConvBias.UNNORMALIZED,
+            stem_pool_zero_pad=True,
+            **KERAS,
+        ),
         f"keras.applications.ResNet{_depth}V2",
     )
 for _depth in (18, 34):

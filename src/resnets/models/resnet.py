@@ -68,9 +68,7 @@ class ResNet(nn.Module):
         self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
         if not imagenet:
             self.maxpool = nn.Identity()
-        elif preact:
-            # Keras pads with zeros before its max-pool; on a signed (un-activated) input this differs
-            # from torch's -inf padding, so pad explicitly to give Keras's outputs.
+        elif config.stem_pool_zero_pad:
             self.maxpool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(kernel_size=3, stride=2))
         else:
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)

@@ -26,8 +26,9 @@ from resnets.train.run_folder import RunFolder
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How long each run trains. `paper` is the ResNet paper's CIFAR schedule; `fast` is the same schedule shape
-    (lr / 10 at 50% and 75% of the steps) cut to fit a 2-core CPU."""
+    """How long each run trains. `paper` is the ResNet paper's CIFAR schedule; `medium` and `fast` are the same
+    schedule shape (lr / 10 at 50% and 75% of the steps) cut to fit a 2-core CPU: `medium` in hours per net, long
+    enough for depth to help (the paper's ordering shows), `fast` in minutes, long enough to see the curves' shapes."""
 
     name: str
     iterations: int  # optimizer steps per run, batch 128
@@ -57,6 +58,14 @@ class Budget:
 BUDGETS = {
     "fast": Budget(
         "fast", iterations=1_000, eval_every=100, depths=(20, 32, 44, 56), ablation_depth=20, ablation_iterations=500
+    ),
+    "medium": Budget(
+        "medium",
+        iterations=12_000,
+        eval_every=1_000,
+        depths=(20, 32, 44, 56),
+        ablation_depth=20,
+        ablation_iterations=12_000,
     ),
     "paper": Budget(
         "paper",
