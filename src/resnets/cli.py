@@ -171,7 +171,7 @@ def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + field.name.replace("_", "-")
         default, text = field.default, helps.get(field.name)
-        if isinstance(default, bool):
+        if isinstance(default, bool) or field.type == "bool | None":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif isinstance(default, tuple):
             group.add_argument(flag, nargs="*", type=float, default=None, help=text)

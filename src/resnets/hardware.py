@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import platform
+import shutil
 from pathlib import Path
 
 import torch
@@ -87,6 +88,11 @@ def cpu_has_native_bf16() -> bool:
 def cpu_has_vnni() -> bool:
     """AVX-512 VNNI or AVX-VNNI: int8 dot products without the 16-bit intermediate that can saturate on AVX2."""
     return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
+
+
+def can_compile() -> bool:
+    """Inductor on CPU generates C++: it needs a compiler on the PATH."""
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def resolve_device(device: str = "auto") -> torch.device:

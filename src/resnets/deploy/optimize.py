@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnets.hardware import Precision, cpu_has_native_bf16, cpu_has_vnni
+from resnets.hardware import Precision, can_compile, cpu_has_native_bf16, cpu_has_vnni
 from resnets.models import input_size
 
 # What optimize_for_inference serves (fp16 is a GPU training format here).
@@ -86,11 +86,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
 
     return fuse(copy.deepcopy(model).eval(), inplace=True)
-
-
-def can_compile() -> bool:
-    """Inductor on CPU generates C++: it needs a compiler on the PATH."""
-    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def optimize_for_inference(
