@@ -72,7 +72,9 @@ def test_fast_recipe_warms_up_then_decays_to_zero():
 
 def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
     run = tmp_path / "run"
-    final = train("resnet20", SAMPLE, run, tiny_recipe(), {"depth": 8}, cache_dir=tmp_path, progress=False)
+    final = train(
+        "resnet20", SAMPLE, run, tiny_recipe(), model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False
+    )
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "model.safetensors"}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1] == final
@@ -100,7 +102,7 @@ def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
         SAMPLE,
         run,
         tiny_recipe(epochs=1, eval_flip=False),
-        {"depth": 8},
+        model_overrides={"depth": 8},
         cache_dir=tmp_path,
         progress=False,
     )
@@ -250,7 +252,9 @@ def test_the_weights_file_says_how_it_was_made(tmp_path):
     from safetensors import safe_open
 
     run = tmp_path / "run"
-    final = train("resnet20", SAMPLE, run, tiny_recipe(epochs=1), {"depth": 8}, cache_dir=tmp_path, progress=False)
+    final = train(
+        "resnet20", SAMPLE, run, tiny_recipe(epochs=1), model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False
+    )
     with safe_open(str(run / "model.safetensors"), "pt") as file:
         meta = file.metadata()
     config = json.loads((run / "config.json").read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -483,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *_args, **_kw: (
         f"resnets: warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}\n"
     )
+    # Inductor's first compile logs that this CPU machine has no CUDA runtime: true, and nothing to act on.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)

@@ -452,6 +452,7 @@ def train(
     data: str | os.PathLike,
     out_dir: str | os.PathLike,
     recipe: Recipe,
+    *,
     model_overrides: dict[str, Any] | None = None,
     resume: bool = False,
     device: str = "auto",
