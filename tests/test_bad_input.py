@@ -356,3 +356,16 @@ def test_a_float_image_is_scaled_not_read_as_black(tmp_path):
 def test_set_num_classes_for_training_is_refused(capsys):
     assert main([*TRAIN, "--data", str(SAMPLE), "--out", "unused", "--set", "num_classes=5"]) == 2
     one_line_error(capsys, "--set num_classes")
+
+
+def test_an_archive_whose_val_split_has_an_unknown_class_is_named(tmp_path):
+    archive = tmp_path / "split.tar"
+    with tarfile.open(SAMPLE) as source, tarfile.open(archive, "w") as target:
+        images = [m for m in source if m.isfile()][::50]  # 20 images over every class
+        for member in images:
+            target.addfile(member, source.extractfile(member))
+        stray = tarfile.TarInfo("val/ghost/0.png")
+        stray.size = images[0].size
+        target.addfile(stray, source.extractfile(images[0]))
+    with pytest.raises(DataError, match="val/ holds classes that train/ does not: ghost"):
+        load_dataset(archive)

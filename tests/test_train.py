@@ -304,3 +304,10 @@ def test_a_compiled_run_trains_and_saves_plain_weights(tmp_path):
     # Fused kernels round differently and SGD at lr 0.1 amplifies it, so compare what the epoch learned.
     eager = read_metrics(tmp_path / "eager")[-1]
     assert abs(final["train_loss"] - eager["train_loss"]) < 0.05, (final, eager)
+
+
+def test_tensorboard_without_its_package_is_said_not_ignored(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False, stop_after_steps=1)
+    with pytest.warns(UserWarning, match="--tensorboard needs the tensorboard package"):
+        train("resnet20", SAMPLE, tmp_path / "run", tiny_recipe(epochs=1, tensorboard=True), **kwargs)

@@ -176,6 +176,9 @@ def _read_tar(path: Path, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
         raise DataError(f"{path}: unreadable archive ({error})") from None
     classes = _check_classes([(n, c) for n, _, c in splits["train"]], str(path))
     train = _decode_all(splits["train"], classes, skip_bad, str(path))
+    unknown = sorted({c for _, _, c in splits["val"]} - set(classes))
+    if unknown:
+        raise DataError(f"{path}: val/ holds classes that train/ does not: {', '.join(unknown[:5])}")
     val = _decode_all(splits["val"], classes, skip_bad, f"{path}:val") if splits["val"] else None
     return train, val
 

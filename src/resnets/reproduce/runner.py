@@ -42,7 +42,7 @@ class Budget:
         return get_recipe(
             "cifar-paper",
             iterations=steps,
-            milestones=(steps // 2, steps * 3 // 4),
+            milestones=(max(1, steps // 2), max(1, steps * 3 // 4)),  # a 1-step smoke run still has valid ones
             eval_every=min(self.eval_every, max(1, steps // 4)),
             log_every=0,
         )

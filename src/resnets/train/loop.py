@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -573,8 +572,11 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
 
 
 def _tensorboard(out: Path):
-    with contextlib.suppress(ImportError):
+    try:
         from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(out / "tensorboard"))
-    return None
+    except ImportError:
+        warnings.warn(
+            "--tensorboard needs the tensorboard package (pip install tensorboard); not writing events", stacklevel=2
+        )
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
