@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from resnets.cli import main
-from resnets.data import DataError, TensorBatches, load_dataset, pad_crop_flip, stratified_split
+from resnets.data import DataError, TensorBatches, cutout, load_dataset, pad_crop_flip, stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -109,6 +109,27 @@ def test_pad_crop_flip_takes_a_crop_of_the_padded_image():
         for i in range(16)
     )
     assert 0 < flips < 16
+
+
+def test_cutout_hides_one_square_per_image_at_the_mean_colour():
+    images = torch.randn(64, 3, 32, 32).abs() + 1  # nothing is 0 before
+    out = cutout(images, 16, torch.Generator().manual_seed(0))
+    hidden = (out == 0).all(dim=1)  # every channel of a hidden pixel is 0
+    assert torch.equal(out.ne(0), hidden[:, None].logical_not().expand_as(out))  # all channels, or none
+    counts = hidden.sum(dim=(1, 2))
+    assert counts.max() == 16 * 16 and 0 < counts.min() < 16 * 16  # whole inside; cut by an edge near one
+    rows, cols = hidden.any(2), hidden.any(1)
+    assert torch.equal(counts, rows.sum(1) * cols.sum(1))  # one rectangle (a square clipped by the edges)
+
+
+def test_cutout_batches_keep_the_crops_and_stay_deterministic():
+    train, _ = load_dataset(SAMPLE)
+    plain = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)
+    hidden = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3, cutout=16)
+    a, b = next(iter(plain.epoch(1)))[0], next(iter(hidden.epoch(1)))[0]
+    assert torch.equal(a[b != 0], b[b != 0])  # the same crops and flips, with squares hidden
+    assert (b == 0).float().mean() > 0.1
+    assert torch.equal(b, next(iter(hidden.epoch(1)))[0])
 
 
 def test_batches_are_deterministic_and_resumable():

@@ -54,6 +54,23 @@ def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int
     return padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
 
 
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017) on a normalized batch: a `size` x `size` square at a random centre of each
+    image set to 0, the mean colour; near an edge the square runs off the image, as in the paper."""
+    n, _, h, w = images.shape
+    top = torch.randint(0, h, (n,), generator=generator)[:, None] - size // 2
+    left = torch.randint(0, w, (n,), generator=generator)[:, None] - size // 2
+    rows, cols = torch.arange(h)[None], torch.arange(w)[None]
+    in_rows = (rows >= top) & (rows < top + size)
+    in_cols = (cols >= left) & (cols < left + size)
+    hidden = in_rows[:, :, None] & in_cols[:, None, :]
+    return images.masked_fill(hidden[:, None], 0.0)
+
+
+def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 100_003 + epoch) * 1_000_003 + step)
+
+
 def epoch_order(length: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     """The order of the examples in `epoch`: a permutation fixed by (seed, epoch), or the identity."""
     if not shuffle:
@@ -75,9 +92,10 @@ class TensorBatches:
         shuffle: bool | None = None,
         rank: int = 0,
         world_size: int = 1,
+        cutout: int = 0,
     ) -> None:
         self.data, self.batch_size, self.mean, self.std = data, batch_size, mean, std
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.cutout = augment, seed, cutout
         self.shuffle = augment if shuffle is None else shuffle
         self.rank, self.world_size = rank, world_size
 
@@ -89,14 +107,16 @@ class TensorBatches:
         order = epoch_order(len(self.data), self.seed, epoch, self.shuffle)
         for step in range(start, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images = self.data.images[index]
+            images, labels = self.data.images[index], self.data.labels[index]
+            generator = _step_generator(self.seed, epoch, step)
             if self.augment:
-                generator = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 1_000_003 + step)
                 images = pad_crop_flip(images, generator)
-            labels = self.data.labels[index]
+            images = normalize(images, self.mean, self.std)
+            if self.augment and self.cutout:
+                images = cutout(images, self.cutout, generator)
             if self.world_size > 1:  # this rank's slice of the global batch
                 images, labels = images.chunk(self.world_size)[self.rank], labels.chunk(self.world_size)[self.rank]
-            yield normalize(images, self.mean, self.std), labels
+            yield images, labels
 
 
 class _FileDataset(Dataset):
@@ -127,6 +147,7 @@ class FileBatches:
         workers: int = 2,
         rank: int = 0,
         world_size: int = 1,
+        cutout: int = 0,
     ) -> None:
         resize = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
         if not augment:
@@ -135,7 +156,7 @@ class FileBatches:
             [v2.PILToTensor(), *resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
         )
         self.data, self.batch_size, self.augment, self.seed, self.workers = data, batch_size, augment, seed, workers
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.cutout = rank, world_size, cutout
 
     def __len__(self) -> int:
         return -(-len(self.data) // self.batch_size)
@@ -153,7 +174,10 @@ class FileBatches:
             persistent_workers=False,
             generator=torch.Generator().manual_seed(self.seed + epoch),
         )
-        yield from loader
+        for step, (images, labels) in enumerate(loader, start=start):
+            if self.augment and self.cutout:
+                images = cutout(images, self.cutout, _step_generator(self.seed, epoch, step))
+            yield images, labels
 
 
 def make_batches(

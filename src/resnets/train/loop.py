@@ -187,6 +187,7 @@ def prepare_data(
         train_set,
         recipe.batch_size,
         augment=augment != Augment.NONE,
+        cutout=recipe.cutout,
         rank=ranks.rank,
         world_size=ranks.world_size,
         **common,

@@ -90,6 +90,7 @@ class Recipe:
     label_smoothing: float = 0.0  # share of the target spread over all classes
     ema_decay: float = 0.0  # also keep an exponential moving average of the weights, evaluated and saved; 0 = off
     augment: Augment = Augment.AUTO  # auto | cifar (pad 4, crop, flip) | imagenet (random-resized crop, flip) | none
+    cutout: int = 0  # also hide a square of this side at a random spot of each training image (16 on CIFAR); 0 = off
     image_size: int = 0  # 0 = the model's natural input size
     val_fraction: float = 0.1  # stratified hold-out when the data has no val folder (5,000 of CIFAR-10's 50,000)
     eval_flip: bool = False  # evaluate as the mean of the image and its mirror
@@ -122,6 +123,7 @@ class Recipe:
             ("warmup_min_depth", self.warmup_min_depth, self.warmup_min_depth >= 0, "must be >= 0"),
             ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "must be in [0, 1) (0: off)"),
+            ("cutout", self.cutout, self.cutout >= 0, "must be >= 0 (0: off)"),
             ("image_size", self.image_size, self.image_size == 0 or self.image_size >= 8, "must be 0 or >= 8"),
             ("val_fraction", self.val_fraction, 0 <= self.val_fraction < 1, "must be in [0, 1)"),
             ("eval_every", self.eval_every, self.eval_every >= 0, "must be >= 0"),
