@@ -66,7 +66,7 @@ def main() -> None:
             archive.extract(name, folder, filter="data")
         images = [f"{folder}/{n}" for n in names]
         run("predict", "--model", "resnet20", "--weights", weights, "--topk", "3", *images)
-        print("\nThe same images with the shipped weights (30 epochs on 45,000 images):")
+        print("\nThe same images with the shipped weights (150 epochs on 45,000 images):")
         run("predict", "--model", "resnet20", "--pretrained", "--topk", "3", *images)
     print(f"\nThe run is in {out}/: config.json, metrics.jsonl, checkpoint.pt, model.safetensors, curves.png")
 
