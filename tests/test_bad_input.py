@@ -369,3 +369,22 @@ def test_an_archive_whose_val_split_has_an_unknown_class_is_named(tmp_path):
         target.addfile(stray, source.extractfile(images[0]))
     with pytest.raises(DataError, match="val/ holds classes that train/ does not: ghost"):
         load_dataset(archive)
+
+
+def test_a_truncated_large_image_is_named_from_the_loader_workers(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(10):  # larger than CIFAR: decoded per batch by DataLoader workers
+            Image.fromarray(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / name / f"{i}.jpg"
+            )
+    bad = tmp_path / "data" / "a" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    argv = [*TRAIN, "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.2"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, f"{bad}: unreadable image", "--skip-bad-images")
+    assert not (tmp_path / "run").exists()  # the failed run left nothing behind
+    with pytest.warns(UserWarning, match=f"skipped {bad}: unreadable image"):
+        assert main([*argv, "--out", str(tmp_path / "skipping"), "--skip-bad-images"]) == 0
+    assert (tmp_path / "skipping" / "model.safetensors").exists()

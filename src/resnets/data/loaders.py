@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnets.data.sources import ImageSet, decode_image, load_dataset
+from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset
 
 # torchvision's ImageNet normalization: the default for large images and for weights that carry none.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -120,15 +121,30 @@ class TensorBatches:
 
 
 class _FileDataset(Dataset):
+    """Decodes and transforms one file. A file that fails to decode is returned as its error message (the worker's
+    own exception would reach the main process as "Caught DataError in DataLoader worker process 1")."""
+
     def __init__(self, data: ImageSet, transform: v2.Transform) -> None:
         self.data, self.transform = data, transform
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = decode_image(self.data.files[index], self.data.files[index])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | str, int]:
+        try:
+            image = decode_image(self.data.files[index], self.data.files[index])
+        except DataError as error:
+            return str(error), int(self.data.labels[index])
         return self.transform(image), int(self.data.labels[index])
+
+
+def _collate_readable(items: list[tuple[torch.Tensor | str, int]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """A batch of the images that decoded, their labels, and the errors of those that did not."""
+    good = [(image, label) for image, label in items if not isinstance(image, str)]
+    errors = [image for image, _ in items if isinstance(image, str)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), errors
+    return torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good]), errors
 
 
 class FileBatches:
@@ -148,6 +164,7 @@ class FileBatches:
         rank: int = 0,
         world_size: int = 1,
         cutout: int = 0,
+        skip_bad_images: bool = False,
     ) -> None:
         resize = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
         if not augment:
@@ -157,6 +174,7 @@ class FileBatches:
         )
         self.data, self.batch_size, self.augment, self.seed, self.workers = data, batch_size, augment, seed, workers
         self.rank, self.world_size, self.cutout = rank, world_size, cutout
+        self.skip_bad_images = skip_bad_images
 
     def __len__(self) -> int:
         return -(-len(self.data) // self.batch_size)
@@ -173,8 +191,15 @@ class FileBatches:
             num_workers=self.workers,
             persistent_workers=False,
             generator=torch.Generator().manual_seed(self.seed + epoch),
+            collate_fn=_collate_readable,
         )
-        for step, (images, labels) in enumerate(loader, start=start):
+        for step, (images, labels, errors) in enumerate(loader, start=start):
+            if errors and not self.skip_bad_images:
+                raise DataError(f"{errors[0]} (--skip-bad-images to train without it)")
+            for error in errors:
+                warnings.warn(f"skipped {error}", stacklevel=2)
+            if not len(labels):
+                continue  # every image of the batch was unreadable
             if self.augment and self.cutout:
                 images = cutout(images, self.cutout, _step_generator(self.seed, epoch, step))
             yield images, labels
@@ -196,7 +221,8 @@ def make_batches(
     Example:
         >>> make_batches(val_set, 256, mean=mean, std=std, augment=False, image_size=32)
     """
-    if data.images is not None:
+    if data.images is not None:  # decoded already: unreadable files were dealt with then
+        kw.pop("skip_bad_images", None)
         return TensorBatches(data, batch_size, mean, std, augment, seed, **kw)
     return FileBatches(data, batch_size, mean, std, augment, image_size, seed, **kw)
 

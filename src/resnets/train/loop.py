@@ -182,7 +182,7 @@ def prepare_data(
     mean, std = channel_stats(train_set.images) if small else (IMAGENET_MEAN, IMAGENET_STD)
     image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
     augment = recipe.augment if recipe.augment != Augment.AUTO else (Augment.CIFAR if small else Augment.IMAGENET)
-    common = dict(mean=mean, std=std, image_size=image_size, seed=recipe.seed)
+    common = dict(mean=mean, std=std, image_size=image_size, seed=recipe.seed, skip_bad_images=skip_bad_images)
     train_batches = make_batches(
         train_set,
         recipe.batch_size,
