@@ -10,7 +10,7 @@ import pytest
 from resnets.cli import main
 from resnets.models import create_model
 from resnets.reproduce import EXPERIMENTS, reproduce
-from resnets.reproduce.runner import BUDGETS
+from resnets.reproduce.runner import BUDGETS, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -110,3 +110,22 @@ def _rows(run_dir: Path) -> list[dict]:
     from resnets.train.plots import read_metrics
 
     return read_metrics(run_dir)
+
+
+@pytest.mark.parametrize(
+    "val_errors, reading",
+    [
+        ((14.6, 13.9, 13.7, 13.6), "Validation error falls with every step in depth, as in the paper: 20 to 32 layers"),
+        ((14.6, 13.5, 13.8, 13.6), "The shallowest net has the highest validation error, as in the paper, but not"),
+        ((35.3, 40.6, 50.5, 55.2), "Validation error does not fall with depth at this budget"),
+    ],
+)
+def test_the_depth_reading_says_which_steps_in_depth_help(tmp_path, val_errors, reading):
+    runs = EXPERIMENTS["depth"].runs(BUDGETS["fast"])
+    results = [
+        Result(run, [{"step": 100, "train_top1": 0.9, "val_top1": 1 - error / 100}], 1.0, 1, depth, tmp_path)
+        for run, error, depth in zip(runs, val_errors, (20, 32, 44, 56), strict=True)
+    ]
+    text = EXPERIMENTS["depth"].report(results, tmp_path / "depth")
+    assert "Reading: " + reading in text
+    assert "44 to 56 layers" in text and f"({val_errors[2]:.2f}% to {val_errors[3]:.2f}%)" in text
