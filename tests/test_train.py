@@ -181,7 +181,7 @@ def test_weights_average_decay_warms_up():
         expected.append(decay * previous + (1 - decay) * value)
     assert torch.allclose(average.module.weight.flatten(), torch.tensor(expected[-1]))
     # with a fixed 0.999 the average would still be ~0.003 after three steps toward 1.0; warmed up it is past 0.5
-    assert float(average.module.weight) > 0.5
+    assert float(average.module.weight.detach()) > 0.5
 
 
 def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tmp_path):
