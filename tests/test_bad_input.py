@@ -388,3 +388,16 @@ def test_a_truncated_large_image_is_named_from_the_loader_workers(tmp_path, caps
     with pytest.warns(UserWarning, match=f"skipped {bad}: unreadable image"):
         assert main([*argv, "--out", str(tmp_path / "skipping"), "--skip-bad-images"]) == 0
     assert (tmp_path / "skipping" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".h5", ".pdparams"])
+def test_an_empty_weights_file_is_named_and_the_model_kept(tmp_path, capsys, suffix):
+    empty = tmp_path / f"w{suffix}"
+    empty.touch()
+    assert main(["eval", "--model", "resnet20", "--weights", str(empty), "--data", str(SAMPLE)]) == 2
+    one_line_error(capsys, f"{empty}: empty file (0 bytes)")
+    model = create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError, match="empty file"):
+        load_weights(model, empty)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -35,6 +35,8 @@ def _first_bytes(path: Path, count: int = 8) -> bytes:
 def detect_format(path: Path) -> str:
     """'torch', 'safetensors', 'keras_h5', 'keras_zip' or 'paddle', from the file's content and suffix."""
     suffix = path.suffix.lower()
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty file (0 bytes), not weights")
     head = _first_bytes(path)
     if head.startswith(b"\x89HDF"):
         return "keras_h5"
@@ -85,7 +87,7 @@ def read_torch(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"{path}: refused: not a plain-tensor checkpoint ({reason}); nothing in it was run"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, IndexError, ValueError, zipfile.BadZipFile, OSError) as error:
         raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({str(error).splitlines()[0]})") from None
     return _unwrap_checkpoint(obj, path)
 
