@@ -401,3 +401,13 @@ def test_an_empty_weights_file_is_named_and_the_model_kept(tmp_path, capsys, suf
     with pytest.raises(WeightsError, match="empty file"):
         load_weights(model, empty)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_damaged_image_cache_is_rebuilt_not_fatal(tmp_path):
+    first, _ = load_dataset(SAMPLE, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:5000])  # cut short, as by a full disk or a killed process
+    with pytest.warns(UserWarning, match="damaged decoded-image cache"):
+        again, _ = load_dataset(SAMPLE, cache_dir=tmp_path)
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+    assert load_dataset(SAMPLE, cache_dir=tmp_path)[0].images.shape == first.images.shape  # rewritten whole

@@ -116,7 +116,10 @@ def _rows(run_dir: Path) -> list[dict]:
     "val_errors, reading",
     [
         ((14.6, 13.9, 13.7, 13.6), "Validation error falls with every step in depth, as in the paper: 20 to 32 layers"),
-        ((14.6, 13.5, 13.8, 13.6), "The shallowest net has the highest validation error, as in the paper, but not"),
+        (
+            (14.6, 13.5, 13.8, 13.6),
+            "The shallowest net has the highest validation error, as in the paper, but not every step helps",
+        ),
         ((35.3, 40.6, 50.5, 55.2), "Validation error does not fall with depth at this budget"),
     ],
 )

@@ -148,8 +148,12 @@ def _cached(path: Path, cache_dir: Path | None, build, skip_bad: bool) -> tuple[
         return build()
     cache = cache_dir / f"{path.name}-{_fingerprint(path)}{'-skip' if skip_bad else ''}.pt"
     if cache.is_file():
-        saved = torch.load(cache, weights_only=True)
-        return _unpack(saved["train"]), _unpack(saved["val"])
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return _unpack(saved["train"]), _unpack(saved["val"])
+        except Exception as error:  # noqa: BLE001 - our own cache: whatever broke it, decoding again mends it
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            warnings.warn(f"{cache}: damaged decoded-image cache ({reason}); decoding the images again", stacklevel=2)
     train, val = build()
     if train.images is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -47,18 +47,14 @@ def report(results: list[Result], out: Path) -> str:
     ]
     ordered = all(a.val_error > b.val_error for a, b in zip(results, results[1:], strict=False))
     shallowest_worst = all(results[0].val_error > r.val_error for r in results[1:])
-    reading = (
-        (
-            "Validation error falls with every step in depth, as in the paper: "
-            if ordered
-            else (
-                "The shallowest net has the highest validation error, as in the paper, but not every step in depth helps: "
-                if shallowest_worst
-                else "Validation error does not fall with depth at this budget (the paper's gaps, under 1.3 points from "
-                "20 to 56 layers, need a longer schedule to show): "
-            )
+    if ordered:
+        verdict = "Validation error falls with every step in depth, as in the paper"
+    elif shallowest_worst:
+        verdict = "The shallowest net has the highest validation error, as in the paper, but not every step helps"
+    else:
+        verdict = (
+            "Validation error does not fall with depth at this budget (the paper's gaps, under 1.3 points from 20 "
+            "to 56 layers, need a longer schedule to show)"
         )
-        + "; ".join(steps)
-        + "."
-    )
+    reading = f"{verdict}: {'; '.join(steps)}."
     return "\n".join([f"![depth](../{out.name}.png)", "", table, "", "Reading: " + reading])
