@@ -411,3 +411,10 @@ def test_a_damaged_image_cache_is_rebuilt_not_fatal(tmp_path):
         again, _ = load_dataset(SAMPLE, cache_dir=tmp_path)
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
     assert load_dataset(SAMPLE, cache_dir=tmp_path)[0].images.shape == first.images.shape  # rewritten whole
+
+
+def test_plot_names_a_metrics_record_it_cannot_draw(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 10, "lr": 0.1, "val_top1": 0.5}) + "\n")
+    assert main(["plot", str(tmp_path)]) == 2
+    one_line_error(capsys, "metrics.jsonl: record 1 lacks train_loss, train_top1, val_loss")
+    assert not (tmp_path / "curves.png").exists()

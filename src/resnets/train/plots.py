@@ -11,6 +11,8 @@ from pathlib import Path
 
 from resnets.train.run_folder import RunFolder
 
+PLOTTED = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1")  # what each record must hold
+
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """A run's metrics records, oldest first (read through its RunFolder)."""
@@ -32,6 +34,13 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     if out is not None and Path(out).is_dir():
         raise ValueError(f"--out {out}: is a folder; name the PNG to write")
     rows = read_metrics(run_dir)
+    metrics_file = RunFolder(run_dir).metrics_path
+    if not rows:
+        raise ValueError(f"{metrics_file}: no records yet; nothing to plot")
+    for number, row in enumerate(rows, start=1):
+        missing = [key for key in PLOTTED if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise ValueError(f"{metrics_file}: record {number} lacks {', '.join(missing)}; not a resnets metrics file")
     plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     figure, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
