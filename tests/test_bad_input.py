@@ -210,17 +210,25 @@ def test_weights_with_non_finite_values_are_refused_and_the_model_kept(tmp_path,
     one_line_error(capsys, "NaN or infinite")
 
 
+CIFAR_META = {b"label_names": [f"c{i}".encode() for i in range(10)]}
+
+
 @pytest.mark.parametrize(
-    "labels, message",
-    [([0, 1] * 9 + [10, 3], "labels outside 0..9"), ([0] * 19, "20 images but 19 labels")],
+    "labels, meta, message",
+    [
+        ([0, 1] * 9 + [10, 3], CIFAR_META, "labels outside 0..9"),
+        ([0] * 19, CIFAR_META, "20 images but 19 labels"),
+        ([0, 1] * 10, [f"c{i}" for i in range(10)], "batches.meta: not a CIFAR batch .a list"),
+        ([0, 1] * 10, {b"names": []}, "its meta file names no classes"),
+    ],
 )
-def test_cifar_pickles_with_bad_labels(tmp_path, labels, message):
+def test_cifar_pickles_with_bad_labels_or_meta(tmp_path, labels, meta, message):
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": np.zeros((20, 3072), dtype=np.uint8), b"labels": labels}
         (root / name).write_bytes(pickle.dumps(batch))
-    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    (root / "batches.meta").write_bytes(pickle.dumps(meta))
     with pytest.raises(DataError, match=message):
         load_dataset(tmp_path)
 

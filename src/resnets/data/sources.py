@@ -205,6 +205,8 @@ def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:
                 raw = ArrayUnpickler(handle, encoding="bytes").load()
             except Exception as error:
                 raise DataError(f"{file}: unreadable CIFAR batch ({error})") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{file}: not a CIFAR batch (a {type(raw).__name__}, not a dict of data and labels)")
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
     if (root / "data_batch_1").exists():
@@ -213,6 +215,8 @@ def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:
     else:
         train_files, test_files = [root / "train"], [root / "test"]
         meta, label_key, names_key = load(root / "meta"), "fine_labels", "fine_label_names"
+    if names_key not in meta:
+        raise DataError(f"{root}: its meta file names no classes (no {names_key!r})")
     classes = [c.decode() if isinstance(c, bytes) else c for c in meta[names_key]]
 
     def read(files: list[Path]) -> ImageSet:
