@@ -90,6 +90,10 @@ def test_bench_bad_input(capsys):
 def test_sweeps_cover_the_family_and_plot_one_line_per_precision(tmp_path, capsys):
     assert timing.sweep_models("depth", ["resnet20"]) == [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
     assert timing.sweep_models("depth", []) == [f"resnet{d}" for d in (18, 34, 50, 101, 152)]
+    # the named model's own variant at each depth the registry has
+    assert timing.sweep_models("depth", ["preact_resnet50"]) == [f"preact_resnet{d}" for d in (18, 34, 50, 101, 152)]
+    assert timing.sweep_models("depth", ["plain56"]) == [f"plain{d}" for d in (20, 32, 44, 56, 110)]
+    assert timing.sweep_models("depth", ["resnet50v2"]) == ["resnet50v2", "resnet101v2", "resnet152v2"]
     figure = tmp_path / "batch.png"
     argv = ["bench", "resnet20", "--sweep", "batch", "--batch-size", "1", "2", "--mode", "infer", "--peers", "none"]
     assert main([*argv, "--no-compile", "--warmup", "0", "--iters", "1", "--plot", str(figure), "--json"]) == 0

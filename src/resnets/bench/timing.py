@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib.util
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from torch import nn
 
 from resnets.data import sample_images
 from resnets.hardware import Precision, cpu_has_native_bf16, cpu_name, resolve_device
-from resnets.models import CIFAR_DEPTHS, IMAGENET_DEPTHS, create_model, get_entry
+from resnets.models import CIFAR_DEPTHS, IMAGENET_DEPTHS, create_model, get_entry, list_models
 
 
 class Mode(str, enum.Enum):
@@ -342,7 +343,12 @@ def sweep_models(kind: str, models: Sequence[str] = ()) -> list[str]:
         return list(models)
     cifar = any(get_entry(name).family == "cifar" for name in models)
     depths = CIFAR_DEPTHS if cifar else IMAGENET_DEPTHS
-    return [f"resnet{depth}" for depth in depths]
+    # The named model's own variant at each depth the registry has (preact_resnet50 -> preact_resnet18..152).
+    named = re.fullmatch(r"(.*(?:resnet|plain))\d+(.*)", models[0]) if models else None
+    prefix, suffix = named.groups() if named else ("resnet", "")
+    variants = [f"{prefix}{depth}{suffix}" for depth in depths]
+    known = set(list_models())
+    return [name for name in variants if name in known] or [f"resnet{depth}" for depth in depths]
 
 
 def plot_rows(rows: list[BenchRow], path: str, by: str = "model") -> str:
