@@ -243,6 +243,10 @@ def test_cifar_pickles_with_bad_labels_or_meta(tmp_path, labels, meta, message):
         (["predict", "--model", "resnet20", "--pretrained", "x.png", "--topk", "0"], "--topk: 0 is below 1"),
         (["summary", "resnet20", "--input-size", "3", "0", "32"], "0 is below 1"),
         (["export", "--model", "resnet20", "--pretrained", "--format", "openvino", "--out", "x.onnx"], ".xml file"),
+        (
+            ["export", "--model", "resnet20", "--pretrained", "--format", "torchscript", "--out", "x.onnx"],
+            "name it x.pt",
+        ),
         (["eval", "--model", "resnet20", "--pretrained", "--data", "missing/"], "no such file or folder"),
     ],
 )

@@ -26,6 +26,12 @@ from resnets.deploy.predict import Predictor
 from resnets.hardware import Precision
 
 FORMATS = ("onnx", "torchscript", "exported", "openvino")
+SUFFIXES = {
+    "onnx": (".onnx",),
+    "torchscript": (".pt", ".pth", ".torchscript"),
+    "exported": (".pt2",),
+    "openvino": (".xml",),
+}
 QUANTIZABLE = ("onnx", "openvino")  # int8 is a calibrated QDQ graph, which these two formats carry
 
 
@@ -53,6 +59,9 @@ def export_model(
         raise ValueError(f"--out {out}: is a folder; name the file to write")
     if fmt == "openvino" and out.suffix != ".xml":
         raise ValueError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go beside it as .bin)")
+    named_for = next((other for other, suffixes in SUFFIXES.items() if out.suffix.lower() in suffixes), fmt)
+    if named_for != fmt:  # a file that says .onnx but holds TorchScript misleads whoever loads it
+        raise ValueError(f"--out {out}: that name says {named_for}, not {fmt}; name it {out.stem}{SUFFIXES[fmt][0]}")
     model = predictor.model.eval()
     images = check_images(predictor, data=data)
     example = images[:2]
