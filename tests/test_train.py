@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -189,14 +190,23 @@ def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tmp_path):
     args += ["--batch-size", "60", "--epochs", "3", "--warmup-iterations", "5", "--cache-dir", str(tmp_path)]
     args += ["--no-progress", "--log-every", "1"]
     command = [sys.executable, "-m", "resnets.cli", "train", *args]
-    process = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stdout=subprocess.PIPE, text=True)
-    for line in process.stdout:  # wait until it is mid-way through the second epoch
-        if line.startswith("epoch 2 batch 3/"):
-            process.send_signal(signal.SIGTERM)
-            break
-    output = process.stdout.read()
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM
-    assert "stopped at step" in output and "continue with --resume" in output
+    # A fresh interpreter starts the run, signals it and waits for it: the suite's own process carries every earlier
+    # test's threads and handlers, and once died (SIGSEGV) while waiting here on a child it had signalled.
+    killer = textwrap.dedent(
+        f"""
+        import signal, subprocess, sys
+        process = subprocess.Popen({[*command, "--out", str(tmp_path / "killed")]!r}, stdout=subprocess.PIPE, text=True)
+        for line in process.stdout:  # wait until it is mid-way through the second epoch
+            if line.startswith("epoch 2 batch 3/"):
+                process.send_signal(signal.SIGTERM)
+                break
+        print(process.stdout.read())
+        sys.exit(process.wait(timeout=120))
+        """
+    )
+    stopped = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "stopped at step" in stopped.stdout and "continue with --resume" in stopped.stdout
     subprocess.run([*command, "--out", str(tmp_path / "killed"), "--resume"], check=True, capture_output=True)
     subprocess.run([*command, "--out", str(tmp_path / "straight")], check=True, capture_output=True)
     straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "killed")
