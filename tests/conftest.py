@@ -4,6 +4,8 @@ rows, the OpenVINO precision hint) is the one made there. The kernels still run 
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from resnets import hardware
@@ -33,3 +35,12 @@ def simulated_cpu_kind(request: pytest.FixtureRequest):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hardware, "cpu_flags", lambda: hardware.CPU_KINDS[kind])
         yield kind
+
+
+@pytest.fixture(autouse=True)
+def default_sigchld():
+    """torch's DataLoader leaves a SIGCHLD handler in the suite's process to watch its workers; after many in-process
+    loaders, the first test whose own child process ended (the SIGTERM test) died with SIGSEGV in the full suite.
+    Tests start with the default handler; a loader inside a test still watches its workers by timeout."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    yield
