@@ -430,3 +430,13 @@ def test_plot_names_a_metrics_record_it_cannot_draw(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     one_line_error(capsys, "metrics.jsonl: record 1 lacks train_loss, train_top1, val_loss")
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_plot_names_the_metrics_line_it_cannot_parse(tmp_path, capsys):
+    good = json.dumps({"epoch": 1, "step": 10, "lr": 0.1, "val_top1": 0.5})
+    (tmp_path / "metrics.jsonl").write_text(f"{good}\n\n{good}\n{good[:20]}\n")  # cut short by a kill mid-write
+    assert main(["plot", str(tmp_path)]) == 2
+    one_line_error(capsys, "metrics.jsonl, line 4: not a JSON record")
+    (tmp_path / "metrics.jsonl").write_text(f"{good}\n[1, 2]\n")
+    assert main(["plot", str(tmp_path)]) == 2
+    one_line_error(capsys, "metrics.jsonl, line 2: not a JSON record")

@@ -132,6 +132,16 @@ def test_cutout_batches_keep_the_crops_and_stay_deterministic():
     assert torch.equal(b, next(iter(hidden.epoch(1)))[0])
 
 
+def test_each_rank_gets_its_slice_of_one_process_augmented_batch():
+    train, _ = load_dataset(SAMPLE)
+    kwargs = dict(batch_size=100, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True, seed=3, cutout=16)
+    whole = next(iter(TensorBatches(train, **kwargs).epoch(1)))
+    ranks = [next(iter(TensorBatches(train, rank=r, world_size=2, **kwargs).epoch(1))) for r in range(2)]
+    assert all(len(images) == 50 for images, _ in ranks)
+    assert torch.equal(torch.cat([images for images, _ in ranks]), whole[0])
+    assert torch.equal(torch.cat([labels for _, labels in ranks]), whole[1])
+
+
 def test_batches_are_deterministic_and_resumable():
     train, _ = load_dataset(SAMPLE)
     batches = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)

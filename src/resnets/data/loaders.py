@@ -58,14 +58,18 @@ def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Cutout (DeVries & Taylor, 2017) on a normalized batch: a `size` x `size` square at a random centre of each
     image set to 0, the mean colour; near an edge the square runs off the image, as in the paper."""
-    n, _, h, w = images.shape
+    return images.masked_fill(cutout_mask(images.shape, size, generator)[:, None], 0.0)
+
+
+def cutout_mask(shape: Sequence[int], size: int, generator: torch.Generator) -> torch.Tensor:
+    """The (N, H, W) squares that `cutout` hides in a batch of `shape` (N, C, H, W), drawn from `generator`."""
+    n, _, h, w = shape
     top = torch.randint(0, h, (n,), generator=generator)[:, None] - size // 2
     left = torch.randint(0, w, (n,), generator=generator)[:, None] - size // 2
     rows, cols = torch.arange(h)[None], torch.arange(w)[None]
     in_rows = (rows >= top) & (rows < top + size)
     in_cols = (cols >= left) & (cols < left + size)
-    hidden = in_rows[:, :, None] & in_cols[:, None, :]
-    return images.masked_fill(hidden[:, None], 0.0)
+    return in_rows[:, :, None] & in_cols[:, None, :]
 
 
 def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -109,14 +113,18 @@ class TensorBatches:
         for step in range(start, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images, labels = self.data.images[index], self.data.labels[index]
-            generator = _step_generator(self.seed, epoch, step)
-            if self.augment:
+            hidden = None
+            if self.augment:  # drawn for the whole global batch, so that every rank's slice is one process's
+                generator = _step_generator(self.seed, epoch, step)
                 images = pad_crop_flip(images, generator)
-            images = normalize(images, self.mean, self.std)
-            if self.augment and self.cutout:
-                images = cutout(images, self.cutout, generator)
+                if self.cutout:
+                    hidden = cutout_mask(images.shape, self.cutout, generator)
             if self.world_size > 1:  # this rank's slice of the global batch
                 images, labels = images.chunk(self.world_size)[self.rank], labels.chunk(self.world_size)[self.rank]
+                hidden = None if hidden is None else hidden.chunk(self.world_size)[self.rank]
+            images = normalize(images, self.mean, self.std)
+            if hidden is not None:
+                images = images.masked_fill(hidden[:, None], 0.0)
             yield images, labels
 
 

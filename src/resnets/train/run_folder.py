@@ -165,9 +165,19 @@ class RunFolder:
         if not self.metrics_path.is_file():
             raise RunFolderError(f"{self.metrics_path}: no metrics (is {self.path} a run folder of `resnets train`?)")
         try:
-            rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            lines = self.metrics_path.read_text().splitlines()
+        except UnicodeDecodeError as error:
             raise RunFolderError(f"{self.metrics_path}: unreadable ({error})") from None
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise RunFolderError(f"{self.metrics_path}, line {number}: not a JSON record ({error.msg})") from None
+            if not isinstance(rows[-1], dict):
+                raise RunFolderError(f"{self.metrics_path}, line {number}: not a JSON record (a JSON object)")
         if not rows:
             raise RunFolderError(f"{self.metrics_path}: no epoch finished yet")
         return rows
