@@ -9,6 +9,10 @@ fall inside one epoch, in whole batches, as nearly all of a real run's do. The t
 so that a noisy machine hurts both alike; the figure is the median img/s of each and their ratio.
 
 Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50]
+
+As an AVX2-only CPU (AMD Zen3) on a newer one: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python ...` keeps
+torch's kernels to AVX2 and, through `resnets.hardware`, our choices too (fp32: bf16 is emulated there); the device
+line says "capped by". A simulation of the instruction sets, not of the other CPU's caches and clocks.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import platform
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -58,8 +60,13 @@ CPU_KINDS: dict[str, frozenset[str]] = {
 }
 
 
-@functools.cache
 def cpu_flags() -> frozenset[str]:
+    """The CPU's /proc/cpuinfo flags that torch's kernels may use here (see `kernel_flags`)."""
+    return kernel_flags(_cpuinfo_flags())
+
+
+@functools.cache
+def _cpuinfo_flags() -> frozenset[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -67,6 +74,36 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def isa_cap(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The setting that keeps torch's kernels below AVX-512 on this CPU, as `NAME=value`, or None: ATen's
+    `ATEN_CPU_CAPABILITY=avx2` (or `default`) or oneDNN's `ONEDNN_MAX_CPU_ISA` below AVX512_CORE.
+
+    Example:
+        >>> isa_cap({"ATEN_CPU_CAPABILITY": "avx2"})
+        'ATEN_CPU_CAPABILITY=avx2'
+    """
+    aten = environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if aten in ("avx2", "default"):
+        return f"ATEN_CPU_CAPABILITY={aten}"
+    onednn = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if onednn and not onednn.startswith(("AVX512", "AVX10", "DEFAULT", "ALL")):
+        return f"ONEDNN_MAX_CPU_ISA={onednn}"
+    return None
+
+
+def kernel_flags(flags: frozenset[str], environ: Mapping[str, str] = os.environ) -> frozenset[str]:
+    """`flags` less AVX-512 and AMX where `isa_cap` keeps the kernels from them: bf16 is then emulated, so the
+    choices made from these flags are an AVX2 machine's (and such a machine can be simulated on a newer one).
+
+    Example:
+        >>> sorted(kernel_flags(frozenset({"avx2", "avx512_bf16"}), {"ATEN_CPU_CAPABILITY": "avx2"}))
+        ['avx2']
+    """
+    if isa_cap(environ) is None:
+        return flags
+    return frozenset(flag for flag in flags if not flag.startswith(("avx512", "amx")))
 
 
 @functools.cache
@@ -122,4 +159,5 @@ def describe_device(device: torch.device | None = None) -> str:
     simd = "AVX-512" if "avx512f" in cpu_flags() else "AVX2" if "avx2" in cpu_flags() else "no AVX2"
     bf16 = "native BF16" if cpu_has_native_bf16() else "BF16 emulated"
     threads = torch.get_num_threads()
-    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''}, {simd}, {bf16})"
+    cap = f", capped by {isa_cap()}" if isa_cap() else ""
+    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''}, {simd}, {bf16}{cap})"
