@@ -8,7 +8,7 @@ short runs ask for it, and its compile time falls in the warm-up, as it would in
 fall inside one epoch, in whole batches, as nearly all of a real run's do. The two alternate, a few rounds each,
 so that a noisy machine hurts both alike; the figure is the median img/s of each and their ratio.
 
-Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50]
+Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50] [--eager]
 
 As an AVX2-only CPU (AMD Zen3) on a newer one: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python ...` keeps
 torch's kernels to AVX2 and, through `resnets.hardware`, our choices too (fp32: bf16 is emulated there); the device
@@ -77,11 +77,13 @@ def plain_loop(model_name: str, loader: DataLoader, steps: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def engine(model_name: str, data: Path, steps: int, workdir: Path, **recipe_fields) -> float:
+def engine(model_name: str, data: Path, steps: int, workdir: Path, compiled: bool, **recipe_fields) -> float:
     """img/s of `resnets train` over `steps` steps after WARMUP more: the run records its throughput every two
     steps (evaluation time excluded) and the warm-up's records are dropped."""
     out = Path(tempfile.mkdtemp(dir=workdir))
-    fields = dict(iterations=WARMUP + steps, eval_every=2, eval_flip=False, log_every=0, compile=True, **recipe_fields)
+    fields = dict(
+        iterations=WARMUP + steps, eval_every=2, eval_flip=False, log_every=0, compile=compiled, **recipe_fields
+    )
     train(model_name, data, out, get_recipe("cifar-fast", **fields), cache_dir=workdir / "cache", progress=False)
     records = read_metrics(out)[WARMUP // 2 :]
     seen = sum(r["img_per_s"] * r["epoch_seconds"] for r in records)
@@ -130,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--skip-resnet50", action="store_true")
+    parser.add_argument("--eager", action="store_true", help="time ours without compiling (what compiling adds)")
     args = parser.parse_args()
     print(f"device: {describe_device()}; torch {torch.__version__}")
     workdir = Path(tempfile.mkdtemp())
@@ -156,7 +159,7 @@ def main() -> None:
     compare(
         "resnet20, 32x32, batch 128",
         lambda: plain_loop("resnet20", cifar_loader, args.steps),
-        lambda: engine("resnet20", cifar, args.steps, workdir),
+        lambda: engine("resnet20", cifar, args.steps, workdir, not args.eager),
         args.rounds,
     )
     if not args.skip_resnet50:
@@ -178,7 +181,9 @@ def main() -> None:
         compare(
             "resnet50, 224x224, batch 16",
             lambda: plain_loop("resnet50", large_loader, steps),
-            lambda: engine("resnet50", folder, steps, workdir, batch_size=16, val_fraction=0.1, augment="imagenet"),
+            lambda: engine(
+                "resnet50", folder, steps, workdir, not args.eager, batch_size=16, val_fraction=0.1, augment="imagenet"
+            ),
             args.rounds,
         )
 
