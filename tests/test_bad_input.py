@@ -440,3 +440,10 @@ def test_plot_names_the_metrics_line_it_cannot_parse(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text(f"{good}\n[1, 2]\n")
     assert main(["plot", str(tmp_path)]) == 2
     one_line_error(capsys, "metrics.jsonl, line 2: not a JSON record")
+
+
+def test_the_command_line_hints_at_flags_where_the_library_names_arguments(capsys):
+    with pytest.raises(WeightsError, match="pass weights=PATH instead"):
+        __import__("resnets").create_model("resnet50", pretrained=True)
+    assert main(["eval", "--model", "resnet50", "--pretrained", "--data", str(SAMPLE)]) == 2
+    one_line_error(capsys, "no pretrained weights ship for 'resnet50'", "pass --weights PATH instead")

@@ -478,6 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's errors name the Python arguments that mend them; on the command line the same hint names the flag.
+API_HINTS = {"weights=PATH": "--weights PATH", "pretrained=True": "--pretrained"}
+
+
+def _as_flags(message: str) -> str:
+    for argument, flag in API_HINTS.items():
+        message = message.replace(argument, flag)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `resnets` command; returns the exit status."""
     # A library's warning is one line of ours, not a stack of source lines and its own traceback-like dump.
@@ -500,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"resnets {args.command}: error: {message}", file=sys.stderr)
+        print(f"resnets {args.command}: error: {_as_flags(message)}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - anything unforeseen still gets one line, not a traceback
         message = str(error).splitlines()[0] if str(error) else ""
