@@ -69,7 +69,11 @@ def test_degradation_writes_its_report_and_figure_and_shares_runs(tmp_path, caps
     assert shared.stat().st_mtime_ns == trained_at
     assert main(["reproduce", "depth", *args]) == 0
     assert "== " not in capsys.readouterr().out
-    assert "| resnet-44 | 44 | 658,586 |" in (out / "depth" / "results.md").read_text()
+    depth_report = (out / "depth" / "results.md").read_text()
+    assert "| resnet-44 | 44 | 658,586 |" in depth_report
+    val_images = json.loads((runs / "fast-2it" / "resnet44" / "config.json").read_text())["val_images"]
+    assert f"each measured on {val_images:,} held-out images" in depth_report
+    assert "the paper's steps, in points: 20 to 32: 1.24; 32 to 44: 0.34; 44 to 56: 0.20" in depth_report
 
     # A run finished on another machine is named with both machines in the report.
     config_path = runs / "fast-2it" / "resnet56" / "config.json"

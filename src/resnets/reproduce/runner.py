@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -102,6 +103,7 @@ class Result:
     parameters: int
     layers: int
     run_dir: Path
+    val_images: int = 0  # how many held-out images val_error is measured on (0: not recorded)
 
     @property
     def final(self) -> dict:
@@ -114,6 +116,15 @@ class Result:
     @property
     def val_error(self) -> float:
         return 100 * (1 - self.final["val_top1"])
+
+    @property
+    def val_error_se(self) -> float:
+        """The binomial standard error of `val_error`, in points: how far one run's figure wanders from the net's
+        error on images like these (nan where the run did not record its held-out count)."""
+        if not self.val_images:
+            return float("nan")
+        error = self.val_error / 100
+        return 100 * math.sqrt(error * (1 - error) / self.val_images)
 
 
 def runs_root(runs_dir: str | os.PathLike, budget: Budget, iterations: int | None) -> Path:
@@ -189,6 +200,7 @@ def _load_result(run: Run, run_dir: Path) -> Result:
         parameters=config["parameters"],
         layers=config["layers"],
         run_dir=run_dir,
+        val_images=config.get("val_images", 0),
     )
 
 
