@@ -29,11 +29,19 @@ def report(results: list[Result], out: Path) -> str:
     curves.set(title="error against iterations", xlabel="iteration", ylabel="error (%)")
     curves.legend(title="bold: validation, dashed: training")
     layers = [r.layers for r in results]
-    by_depth.plot(layers, [r.val_error for r in results], "o-", label="ours: validation error")
+    by_depth.errorbar(
+        layers,
+        [r.val_error for r in results],
+        yerr=[r.val_error_se for r in results],
+        fmt="o-",
+        capsize=3,
+        label="ours: validation error (± standard error)",
+    )
     by_depth.plot(layers, [r.train_error for r in results], "o--", label="ours: training error")
     by_depth.plot(layers, [float(r.run.paper_error) for r in results], "s:", label="paper: test error (64k iterations)")
     by_depth.set(title="final error against depth", xlabel="layers", ylabel="error (%)", xscale="log")
     by_depth.set_xticks(layers, [str(n) for n in layers])
+    by_depth.minorticks_off()  # the log axis's own labels (3 x 10^1) would overlap the depths
     by_depth.legend()
     for axis in (curves, by_depth):
         axis.grid(alpha=0.3)
