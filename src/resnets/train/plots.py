@@ -33,13 +33,11 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     """Three panels side by side; returns the PNG's path."""
     if out is not None and Path(out).is_dir():
         raise ValueError(f"--out {out}: is a folder; name the PNG to write")
-    rows = read_metrics(run_dir)
-    metrics_file = RunFolder(run_dir).metrics_path
-    if not rows:
-        raise ValueError(f"{metrics_file}: no records yet; nothing to plot")
+    rows = read_metrics(run_dir)  # at least one record, each a JSON object (RunFolder refuses the rest)
     for number, row in enumerate(rows, start=1):
-        missing = [key for key in PLOTTED if not isinstance(row, dict) or key not in row]
+        missing = [key for key in PLOTTED if key not in row]
         if missing:
+            metrics_file = RunFolder(run_dir).metrics_path
             raise ValueError(f"{metrics_file}: record {number} lacks {', '.join(missing)}; not a resnets metrics file")
     plt = pyplot()
     epochs = [r["epoch"] for r in rows]
