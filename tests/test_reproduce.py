@@ -10,7 +10,7 @@ import pytest
 from resnets.cli import main
 from resnets.models import create_model
 from resnets.reproduce import EXPERIMENTS, reproduce
-from resnets.reproduce.runner import BUDGETS, Result
+from resnets.reproduce.runner import BUDGETS, Result, Run, error_table, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -130,9 +130,46 @@ def _rows(run_dir: Path) -> list[dict]:
 def test_the_depth_reading_says_which_steps_in_depth_help(tmp_path, val_errors, reading):
     runs = EXPERIMENTS["depth"].runs(BUDGETS["fast"])
     results = [
-        Result(run, [{"step": 100, "train_top1": 0.9, "val_top1": 1 - error / 100}], 1.0, 1, depth, tmp_path)
+        Result(run, [[{"step": 100, "train_top1": 0.9, "val_top1": 1 - error / 100}]], 1.0, 1, depth, [tmp_path])
         for run, error, depth in zip(runs, val_errors, (20, 32, 44, 56), strict=True)
     ]
     text = EXPERIMENTS["depth"].report(results, tmp_path / "depth")
     assert "Reading: " + reading in text
     assert "44 to 56 layers" in text and f"({val_errors[2]:.2f}% to {val_errors[3]:.2f}%)" in text
+
+
+def test_seeds_train_one_run_each_on_the_same_held_out_images(tmp_path):
+    runs = tmp_path / "runs"
+    [result] = run_all(
+        [Run("resnet-20", "resnet20")], SAMPLE, runs, BUDGETS["fast"], 2, seeds=2, cache_dir=tmp_path / "cache"
+    )
+    first, second = runs / "fast-2it" / "resnet20", runs / "fast-2it" / "resnet20-seed1"
+    assert result.run_dirs == [first, second]
+    configs = [json.loads((run / "config.json").read_text()) for run in (first, second)]
+    assert [config["recipe"]["seed"] for config in configs] == [0, 1]
+    # The seed moves the weights and the batches, not the hold-out: the training split's statistics agree.
+    assert configs[0]["mean"] == configs[1]["mean"] and configs[0]["val_images"] == configs[1]["val_images"]
+    assert result.histories[0][0]["train_loss"] != result.histories[1][0]["train_loss"]
+    assert result.val_error == pytest.approx(sum(result.val_errors) / 2)
+    assert result.train_error == pytest.approx(
+        sum(100 * (1 - history[-1]["train_top1"]) for history in result.histories) / 2
+    )
+    with pytest.raises(ValueError, match="seeds 0"):
+        run_all([Run("resnet-20", "resnet20")], SAMPLE, runs, BUDGETS["fast"], 2, seeds=0)
+
+
+def test_the_depth_report_over_seeds_gives_means_and_their_spread(tmp_path):
+    def rows(error: float) -> list[dict]:
+        return [{"step": 100, "train_top1": 0.9, "val_top1": 1 - error / 100}]
+
+    seed_errors = {20: (14.5, 14.7, 14.9), 32: (13.3, 13.5, 13.7), 44: (13.4, 13.2, 13.3), 56: (13.0, 12.9, 13.1)}
+    results = [
+        Result(run, [rows(e) for e in seed_errors[depth]], 3.0, 1, depth, [tmp_path] * 3, val_images=5000)
+        for run, depth in zip(EXPERIMENTS["depth"].runs(BUDGETS["fast"]), seed_errors, strict=True)
+    ]
+    assert results[0].val_error == pytest.approx(14.7)
+    assert results[0].val_error_se == pytest.approx(0.2 / 3**0.5)  # stdev 0.2 over sqrt(3) seeds
+    assert "| 14.70 ± 0.12 |" in error_table(results)
+    text = EXPERIMENTS["depth"].report(results, tmp_path / "depth")
+    assert "Reading: Validation error falls with every step in depth" in text
+    assert "The mean of 3 runs per net (seeds), all measured on the same 5,000 held-out images" in text

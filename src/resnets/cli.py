@@ -59,6 +59,7 @@ splits: auto (the data's val/test part, else all of it), val (the fixed stratifi
   resnets reproduce degradation --data cifar10-train-jpg.tar.gz --out docs/results
   resnets reproduce depth --data cifar10-train-jpg.tar.gz --budget paper --device cuda
   resnets reproduce v2-activations --data cifar10-train-jpg.tar.gz --iterations 2000
+  resnets reproduce depth --data cifar10-train-jpg.tar.gz --budget medium --seeds 3
 runs are shared between experiments and resumed: rerun the same command after a stop to go on""",
     "export": """examples:
   resnets export --model resnet20 --weights runs/r20/model.safetensors --format onnx --out resnet20.onnx
@@ -320,6 +321,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         budget=args.budget,
         iterations=args.iterations,
         runs_dir=args.runs,
+        seeds=args.seeds,
         device=args.device,
         cache_dir=args.cache_dir,
     )
@@ -469,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--iterations", type=_count(1), help="steps per net instead of the budget's")
     reproduce.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")
     reproduce.add_argument("--runs", help="where the runs live, shared between experiments (default OUT/runs)")
+    reproduce.add_argument(
+        "--seeds",
+        type=_count(1),
+        default=1,
+        help="runs per net, from seeds 0, 1, ...; the tables give their mean and its standard error (seed 0's run "
+        "is the one a 1-seed report used)",
+    )
     reproduce.add_argument("--device", default="auto", help="auto | cpu | cuda")
     reproduce.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "resnets"), help="decoded-image cache")
 

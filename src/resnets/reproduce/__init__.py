@@ -30,11 +30,13 @@ def reproduce(
     budget: str = "fast",
     iterations: int | None = None,
     runs_dir: str | os.PathLike | None = None,
+    seeds: int = 1,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Train what `experiment` needs (skipping finished runs, resuming stopped ones) and write
-    `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path."""
+    `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path. With
+    `seeds` > 1 each net is trained from that many seeds and the tables give the mean and its standard error."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
     if budget not in BUDGETS:
@@ -49,6 +51,7 @@ def reproduce(
         runs_dir or Path(out) / "runs",
         chosen,
         iterations,
+        seeds=seeds,
         device=device,
         cache_dir=cache_dir,
     )
@@ -57,5 +60,6 @@ def reproduce(
     words = ["resnets", "reproduce", experiment, "--data", str(data), "--budget", budget, "--out", str(out)]
     words += ["--iterations", str(iterations)] if iterations and iterations != chosen.ablation_iterations else []
     words += ["--runs", str(runs_dir)] if runs_dir else []
+    words += ["--seeds", str(seeds)] if seeds > 1 else []
     command = " ".join(shlex.quote(word) for word in words)
     return write_report(folder, module.TITLE, command, chosen, iterations, results, body)

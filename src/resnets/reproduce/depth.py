@@ -65,16 +65,22 @@ def report(results: list[Result], out: Path) -> str:
             "to 56 layers, need a longer schedule to show)"
         )
     reading = f"{verdict}: {'; '.join(steps)}."
+    paper_steps = [
+        f"{a.layers} to {b.layers}: {float(a.run.paper_error) - float(b.run.paper_error):.2f}"
+        for a, b in zip(results, results[1:], strict=False)
+    ]
     measured = [r for r in results if r.val_images]  # runs from before config.json recorded the count have none
     if measured:
-        se = max(r.val_error_se for r in measured)
-        paper_steps = [
-            f"{a.layers} to {b.layers}: {float(a.run.paper_error) - float(b.run.paper_error):.2f}"
-            for a, b in zip(results, results[1:], strict=False)
-        ]
+        se = max(r.val_error_se for r in results if r.seeds > 1 or r.val_images)
+        runs = (
+            f"The mean of {results[0].seeds} runs per net (seeds), all measured on the same"
+            if results[0].seeds > 1
+            else "One run per net, each measured on"
+        )
+        noise = "the seeds' spread" if results[0].seeds > 1 else "the sampling of the images alone"
         reading += (
-            f" One run per net, each measured on {measured[0].val_images:,} held-out images: a validation error"
-            f" carries a standard error of up to {se:.2f} points, so steps under about {2 * se:.1f} points are within"
-            f" what one run can tell apart (the paper's steps, in points: {'; '.join(paper_steps)})."
+            f" {runs} {measured[0].val_images:,} held-out images: from {noise}, a validation error carries a standard"
+            f" error of up to {se:.2f} points, so steps under about {2 * se:.1f} points are within what this table"
+            f" can tell apart (the paper's steps, in points: {'; '.join(paper_steps)})."
         )
     return "\n".join([f"![depth](../{out.name}.png)", "", table, "", "Reading: " + reading])

@@ -2,7 +2,7 @@
 Markdown report.
 
 Example:
-    >>> results = run_all([Run("resnet-20", "resnet20")], "data/cifar10-sample.tar.gz", "runs", BUDGETS["fast"])
+    >>> results = run_all([Run("resnet-20", "resnet20")], "cifar10-sample.tar.gz", "runs", BUDGETS["fast"], seeds=2)
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -81,46 +82,70 @@ BUDGETS = {
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One network to train: a registry name plus config overrides. Its directory name is its identity, so
-    experiments that need the same net under the same budget share one run."""
+    """One network to train: a registry name plus config overrides, and the training seed. Its directory name is
+    its identity, so experiments that need the same net under the same budget and seed share one run."""
 
     label: str  # as the paper's table names it
     model: str
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     paper_error: str = ""  # the paper's test error (%), or "fail"
+    seed: int = 0
 
     @property
     def key(self) -> str:
         extra = "-".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
-        return self.model + (f"-{extra}" if extra else "")
+        seed = f"-seed{self.seed}" if self.seed else ""  # seed 0 keeps the name runs had before seeds were chosen
+        return self.model + (f"-{extra}" if extra else "") + seed
+
+    def seeds(self, count: int) -> list[Run]:
+        """This net trained from `count` seeds: 0, 1, ..."""
+        return [dataclasses.replace(self, seed=seed) for seed in range(count)]
 
 
 @dataclasses.dataclass
 class Result:
+    """One net's outcome over its seeds (one run per seed, all measured on the same held-out images): its errors
+    are the mean of the runs' final errors, its curves are the first seed's."""
+
     run: Run
-    history: list[dict]
-    seconds: float
+    histories: list[list[dict]]  # one per seed, in seed order
+    seconds: float  # all seeds together
     parameters: int
     layers: int
-    run_dir: Path
+    run_dirs: list[Path]
     val_images: int = 0  # how many held-out images val_error is measured on (0: not recorded)
 
     @property
-    def final(self) -> dict:
-        return self.history[-1]
+    def seeds(self) -> int:
+        return len(self.histories)
+
+    @property
+    def history(self) -> list[dict]:
+        return self.histories[0]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run_dirs[0]
+
+    @property
+    def val_errors(self) -> list[float]:
+        return [100 * (1 - history[-1]["val_top1"]) for history in self.histories]
 
     @property
     def train_error(self) -> float:
-        return 100 * (1 - self.final["train_top1"])
+        return statistics.fmean(100 * (1 - history[-1]["train_top1"]) for history in self.histories)
 
     @property
     def val_error(self) -> float:
-        return 100 * (1 - self.final["val_top1"])
+        return statistics.fmean(self.val_errors)
 
     @property
     def val_error_se(self) -> float:
-        """The binomial standard error of `val_error`, in points: how far one run's figure wanders from the net's
-        error on images like these (nan where the run did not record its held-out count)."""
+        """The standard error of `val_error`, in points. Over several seeds: the seeds' spread over the square root
+        of their count (how far the mean wanders from run to run on these images). Over one: the binomial error
+        of one run's figure on `val_images` images (nan where the run did not record its held-out count)."""
+        if self.seeds > 1:
+            return statistics.stdev(self.val_errors) / math.sqrt(self.seeds)
         if not self.val_images:
             return float("nan")
         error = self.val_error / 100
@@ -138,13 +163,19 @@ def run_all(
     runs_dir: str | os.PathLike,
     budget: Budget,
     iterations: int | None = None,
+    *,
+    seeds: int = 1,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
 ) -> list[Result]:
-    """Train each run that has not finished (resuming one that stopped); return all results in order."""
+    """Train each run from `seeds` seeds, skipping those that finished and resuming those that stopped; return one
+    result per run, in order."""
+    if seeds < 1:
+        raise ValueError(f"seeds {seeds}: a net needs at least one run")
     root = runs_root(runs_dir, budget, iterations)
     recipe = budget.recipe(iterations)
-    waiting = [run for run in runs if not RunFolder(root / run.key).model_path.exists()]
+    trials = [trial for run in runs for trial in run.seeds(seeds)]
+    waiting = [run for run in trials if not RunFolder(root / run.key).model_path.exists()]
     while waiting:
         # A run another process is training (experiments share runs) is left for later, not waited on.
         for run in list(waiting):
@@ -158,18 +189,18 @@ def run_all(
                 waiting.remove(run)
             elif RunFolder(root / run.key).model_path.exists():
                 waiting.remove(run)
-    return [_load_result(run, root / run.key) for run in runs]
+    return [_load_result(run, [root / trial.key for trial in run.seeds(seeds)]) for run in runs]
 
 
 def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache_dir) -> None:
-    print(f"== {run.label} ({run.key}) -> {run_dir}", flush=True)
+    print(f"== {run.label}, seed {run.seed} ({run.key}) -> {run_dir}", flush=True)
     resume = RunFolder(run_dir).checkpoint_path.exists()
     started = time.perf_counter()
     result = train(
         run.model,
         data,
         run_dir,
-        recipe,
+        dataclasses.replace(recipe, seed=run.seed),
         model_overrides=run.overrides,
         resume=resume,
         device=device,
@@ -185,21 +216,20 @@ def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache
         raise KeyboardInterrupt  # a signal stopped the run; it was checkpointed, rerun the command to go on
 
 
-def _load_result(run: Run, run_dir: Path) -> Result:
-    folder = RunFolder(run_dir)
-    config = folder.config()
+def _load_result(run: Run, run_dirs: list[Path]) -> Result:
+    config = RunFolder(run_dirs[0]).config()
     if "parameters" not in config:  # written before run folders recorded their size
         model = create_model(run.model, **run.overrides)
         config["parameters"] = sum(p.numel() for p in model.parameters())
         config["layers"] = model.config.depth
-    timing = run_dir / "timing.json"
+    timings = [run_dir / "timing.json" for run_dir in run_dirs]
     return Result(
         run=run,
-        history=folder.metrics(),
-        seconds=json.loads(timing.read_text())["seconds"] if timing.exists() else float("nan"),
+        histories=[RunFolder(run_dir).metrics() for run_dir in run_dirs],
+        seconds=sum(json.loads(t.read_text())["seconds"] if t.exists() else float("nan") for t in timings),
         parameters=config["parameters"],
         layers=config["layers"],
-        run_dir=run_dir,
+        run_dirs=run_dirs,
         val_images=config.get("val_images", 0),
     )
 
@@ -249,18 +279,25 @@ def copy_metrics(results: list[Result], out: Path) -> None:
     folder = out / "metrics"
     folder.mkdir(parents=True, exist_ok=True)
     for result in results:
-        rows = "".join(json.dumps(row) + "\n" for row in result.history)
-        (folder / f"{result.run.key}.jsonl").write_text(rows)
+        for run_dir, history in zip(result.run_dirs, result.histories, strict=True):
+            rows = "".join(json.dumps(row) + "\n" for row in history)
+            (folder / f"{run_dir.name}.jsonl").write_text(rows)
 
 
 def error_table(results: list[Result], first: str = "net", paper: str = "paper, test error (%)") -> str:
-    """Our final errors beside the paper's, one row per run."""
+    """Our final errors beside the paper's, one row per net (over several seeds: the mean, +- its standard error)."""
     header = [first, "layers", "parameters", "training error (%)", "validation error (%)", paper]
     rows = [
-        [r.run.label, r.layers, f"{r.parameters:,}", f"{r.train_error:.2f}", f"{r.val_error:.2f}", r.run.paper_error]
+        [r.run.label, r.layers, f"{r.parameters:,}", f"{r.train_error:.2f}", _val_cell(r), r.run.paper_error]
         for r in results
     ]
     return markdown_table(header, rows)
+
+
+def _val_cell(result: Result) -> str:
+    if result.seeds == 1:
+        return f"{result.val_error:.2f}"
+    return f"{result.val_error:.2f} ± {result.val_error_se:.2f}"
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -281,6 +318,8 @@ def write_report(
     """results.md: what was run, how long it took, on which CPU, then the experiment's own tables and reading."""
     run_info = RunFolder(results[0].run_dir).config()
     wall = sum(result.seconds for result in results)
+    seeds = results[0].seeds
+    nets = f"{len(results)} nets" + (f" x {seeds} seeds" if seeds > 1 else "")
     text = "\n".join(
         [
             f"# {title}",
@@ -289,7 +328,15 @@ def write_report(
             "",
             f"- Budget: {budget.describe(iterations)}; trained on {run_info['train_images']:,} images of "
             f"`{run_info['data']}`, errors on the {run_info['val_images']:,} held out (fixed, stratified).",
-            f"- Wall time: {wall / 60:.1f} min of training and evaluation over {len(results)} nets "
+            *(
+                [
+                    f"- Seeds: {seeds} runs per net (training seeds 0 to {seeds - 1}: initial weights, batch order "
+                    "and augmentation; the same held-out images); an error is the runs' mean, ± its standard error."
+                ]
+                if seeds > 1
+                else []
+            ),
+            f"- Wall time: {wall / 60:.1f} min of training and evaluation over {nets} "
             f"(runs shared with other experiments count in each), {_hardware(results)}.",
             f"- Python {sys.version.split()[0]}; the raw per-run metrics are in `metrics/`.",
             "",
@@ -306,12 +353,13 @@ def _hardware(results: list[Result]) -> str:
     """Where the runs trained, grouped by hardware history (a resumed run may have changed machine)."""
     groups: dict[str, list[str]] = {}
     for result in results:
-        stretches = hardware_history(RunFolder(result.run_dir).config())
-        history = ", then ".join(
-            f"{s['device']}, {s['precision']}" + (f" from step {s['from_step']:,}" if s["from_step"] else "")
-            for s in stretches
-        )
-        groups.setdefault(history, []).append(result.run.label)
+        for seed, run_dir in enumerate(result.run_dirs):
+            stretches = hardware_history(RunFolder(run_dir).config())
+            history = ", then ".join(
+                f"{s['device']}, {s['precision']}" + (f" from step {s['from_step']:,}" if s["from_step"] else "")
+                for s in stretches
+            )
+            groups.setdefault(history, []).append(result.run.label + (f" (seed {seed})" if seed else ""))
     if len(groups) == 1:
         return f"on {next(iter(groups))}"
     return "by net: " + "; ".join(f"{', '.join(labels)} on {history}" for history, labels in groups.items())

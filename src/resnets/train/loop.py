@@ -175,7 +175,9 @@ def prepare_data(
                 f"--val-fraction {recipe.val_fraction}: holds out no image of some class from {len(train_set)} "
                 "images; a run needs validation images (raise it, or give the data a val/ folder)"
             )
-        train_set, val_set = stratified_split(train_set, recipe.val_fraction, seed=recipe.seed)
+        # The hold-out belongs to the data, not to the run: runs that differ only in seed are measured on the same
+        # images, so their errors compare.
+        train_set, val_set = stratified_split(train_set, recipe.val_fraction)
     if recipe.batch_size % ranks.world_size:
         raise ValueError(f"batch_size {recipe.batch_size} does not split evenly over {ranks.world_size} processes")
     small = train_set.images is not None
