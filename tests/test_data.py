@@ -142,6 +142,15 @@ def test_each_rank_gets_its_slice_of_one_process_augmented_batch():
     assert torch.equal(torch.cat([labels for _, labels in ranks]), whole[1])
 
 
+def test_batches_are_made_on_the_device_that_holds_the_images():
+    # "meta" stands in for a GPU: an augmentation step that left a tensor on the CPU would raise here.
+    train, _ = load_dataset(SAMPLE)
+    kwargs = dict(batch_size=100, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True, seed=3, cutout=16)
+    images, labels = next(iter(TensorBatches(train, device="meta", **kwargs).epoch(1)))
+    assert (images.device.type, labels.device.type) == ("meta", "meta")
+    assert images.shape == (100, 3, 32, 32) and images.dtype == torch.float32
+
+
 def test_batches_are_deterministic_and_resumable():
     train, _ = load_dataset(SAMPLE)
     batches = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)

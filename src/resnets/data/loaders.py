@@ -3,7 +3,9 @@
 Decoded images are augmented a whole batch at a time on uint8 tensors (the paper's 4-pixel pad, random
 crop and flip), with randomness drawn from (seed, epoch, step): the same run gives the same batches, a
 resumed run continues with exactly the batches it would have seen, and DDP ranks take slices of one
-global batch. Large images go through DataLoader workers with torchvision transforms.
+global batch. On a GPU the uint8 images live on the device and are augmented there; the random draws are
+still made on the CPU from the same generators, so the batches are the CPU's and a run resumes exactly on
+either. Large images go through DataLoader workers with torchvision transforms.
 
 Example:
     >>> batches = TensorBatches(train, batch_size=128, mean=mean, std=std, augment=True, seed=0)
@@ -36,37 +38,43 @@ def channel_stats(images: torch.Tensor, sample: int = 10_000) -> tuple[tuple[flo
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> normalized float32."""
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1) * 255
-    std_t = torch.tensor(std).view(1, -1, 1, 1) * 255
+    """uint8 (N, 3, H, W) -> normalized float32, on the images' device."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
+    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
     return (images.float() - mean_t) / std_t
 
 
 def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """The paper's CIFAR augmentation on a whole uint8 batch: zero-pad, random crop, random horizontal flip."""
-    n, _, h, w = images.shape
+    """The paper's CIFAR augmentation on a whole uint8 batch: zero-pad, random crop, random horizontal flip. The
+    draws come from the (CPU) `generator`; the gather runs on the images' device."""
+    n, channels, h, w = images.shape
+    device = images.device
     padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = dx[:, None] + torch.arange(w)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = dx[:, None] + torch.arange(w, device=device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    return padded[batch, torch.arange(channels, device=device)[None, :, None, None], rows, cols]
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Cutout (DeVries & Taylor, 2017) on a normalized batch: a `size` x `size` square at a random centre of each
     image set to 0, the mean colour; near an edge the square runs off the image, as in the paper."""
-    return images.masked_fill(cutout_mask(images.shape, size, generator)[:, None], 0.0)
+    return images.masked_fill(cutout_mask(images.shape, size, generator, images.device)[:, None], 0.0)
 
 
-def cutout_mask(shape: Sequence[int], size: int, generator: torch.Generator) -> torch.Tensor:
-    """The (N, H, W) squares that `cutout` hides in a batch of `shape` (N, C, H, W), drawn from `generator`."""
+def cutout_mask(
+    shape: Sequence[int], size: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The (N, H, W) squares that `cutout` hides in a batch of `shape` (N, C, H, W), drawn from the (CPU)
+    `generator` and built on `device`."""
     n, _, h, w = shape
-    top = torch.randint(0, h, (n,), generator=generator)[:, None] - size // 2
-    left = torch.randint(0, w, (n,), generator=generator)[:, None] - size // 2
-    rows, cols = torch.arange(h)[None], torch.arange(w)[None]
+    top = torch.randint(0, h, (n,), generator=generator).to(device)[:, None] - size // 2
+    left = torch.randint(0, w, (n,), generator=generator).to(device)[:, None] - size // 2
+    rows, cols = torch.arange(h, device=device)[None], torch.arange(w, device=device)[None]
     in_rows = (rows >= top) & (rows < top + size)
     in_cols = (cols >= left) & (cols < left + size)
     return in_rows[:, :, None] & in_cols[:, None, :]
@@ -84,7 +92,8 @@ def epoch_order(length: int, seed: int, epoch: int, shuffle: bool) -> torch.Tens
 
 
 class TensorBatches:
-    """Batches of an in-memory uint8 ImageSet, deterministic in (seed, epoch, step)."""
+    """Batches of an in-memory uint8 ImageSet, deterministic in (seed, epoch, step), made on `device` (the images
+    are copied there once)."""
 
     def __init__(
         self,
@@ -98,8 +107,11 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         cutout: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.data, self.batch_size, self.mean, self.std = data, batch_size, mean, std
+        self.device = torch.device(device)
+        self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
         self.augment, self.seed, self.cutout = augment, seed, cutout
         self.shuffle = augment if shuffle is None else shuffle
         self.rank, self.world_size = rank, world_size
@@ -109,16 +121,16 @@ class TensorBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, from batch `start` on (for an exact resume)."""
-        order = epoch_order(len(self.data), self.seed, epoch, self.shuffle)
+        order = epoch_order(len(self.data), self.seed, epoch, self.shuffle).to(self.device)
         for step in range(start, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images, labels = self.data.images[index], self.data.labels[index]
+            images, labels = self.images[index], self.labels[index]
             hidden = None
             if self.augment:  # drawn for the whole global batch, so that every rank's slice is one process's
                 generator = _step_generator(self.seed, epoch, step)
                 images = pad_crop_flip(images, generator)
                 if self.cutout:
-                    hidden = cutout_mask(images.shape, self.cutout, generator)
+                    hidden = cutout_mask(images.shape, self.cutout, generator, self.device)
             if self.world_size > 1:  # this rank's slice of the global batch
                 images, labels = images.chunk(self.world_size)[self.rank], labels.chunk(self.world_size)[self.rank]
                 hidden = None if hidden is None else hidden.chunk(self.world_size)[self.rank]
@@ -222,16 +234,17 @@ def make_batches(
     augment: bool,
     image_size: int,
     seed: int = 0,
+    device: torch.device | str = "cpu",
     **kw,
 ):
-    """TensorBatches for decoded images, FileBatches for image files.
+    """TensorBatches for decoded images (made on `device`), FileBatches for image files (made on the CPU).
 
     Example:
         >>> make_batches(val_set, 256, mean=mean, std=std, augment=False, image_size=32)
     """
     if data.images is not None:  # decoded already: unreadable files were dealt with then
         kw.pop("skip_bad_images", None)
-        return TensorBatches(data, batch_size, mean, std, augment, seed, **kw)
+        return TensorBatches(data, batch_size, mean, std, augment, seed, device=device, **kw)
     return FileBatches(data, batch_size, mean, std, augment, image_size, seed, **kw)
 
 

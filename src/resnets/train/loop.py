@@ -163,10 +163,18 @@ class RunData:
 
 
 def prepare_data(
-    data: str | os.PathLike, recipe: Recipe, *, entry, ranks: Distributed, cache_dir, skip_bad_images: bool
+    data: str | os.PathLike,
+    recipe: Recipe,
+    *,
+    entry,
+    ranks: Distributed,
+    cache_dir,
+    skip_bad_images: bool,
+    device: torch.device | str = "cpu",
 ) -> RunData:
     """Read the images, hold out the fixed stratified split (unless the data has a val/ folder) and make the
-    batches: uint8 tensors augmented a batch at a time for small images, DataLoader workers for large ones."""
+    batches: uint8 tensors augmented a batch at a time for small images (on a GPU, kept and augmented there: one
+    CPU core cannot feed it), DataLoader workers for large ones."""
     train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
     skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
     if val_set is None:
@@ -192,9 +200,10 @@ def prepare_data(
         cutout=recipe.cutout,
         rank=ranks.rank,
         world_size=ranks.world_size,
+        device=device,
         **common,
     )
-    val_batches = make_batches(val_set, 256, augment=False, **common)
+    val_batches = make_batches(val_set, 256, augment=False, device=device, **common)
     return RunData(train_set, val_set, train_batches, val_batches, tuple(mean), tuple(std), image_size, skipped)
 
 
@@ -302,7 +311,7 @@ class Trainer:
         """One optimizer step at `lr`: forward under autocast, the loss in fp32, backward, SGD, the average."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU to go idle
+        if self.device.type == "cuda" and images.device.type == "cpu":  # from pageable memory, a copy would wait
             images, labels = images.pin_memory(), labels.pin_memory()
         images = images.to(self.device, memory_format=self.memory_format, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
@@ -486,7 +495,13 @@ def train(
     ranks = Distributed.setup(torch_device)
     torch.manual_seed(recipe.seed)
     run_data = prepare_data(
-        data, recipe, entry=entry, ranks=ranks, cache_dir=cache_dir, skip_bad_images=skip_bad_images
+        data,
+        recipe,
+        entry=entry,
+        ranks=ranks,
+        cache_dir=cache_dir,
+        skip_bad_images=skip_bad_images,
+        device=torch_device,
     )
     run_info = _run_info(model_name, model_overrides or {}, recipe, data, run_data, torch_device, dtype, ranks)
     if resume:
