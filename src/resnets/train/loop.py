@@ -499,9 +499,9 @@ def train(
         recipe,
         entry=entry,
         ranks=ranks,
+        device=torch_device,
         cache_dir=cache_dir,
         skip_bad_images=skip_bad_images,
-        device=torch_device,
     )
     run_info = _run_info(model_name, model_overrides or {}, recipe, data, run_data, torch_device, dtype, ranks)
     if resume:
@@ -527,14 +527,8 @@ def train(
     try:
         _write_config(trainer, run_info, resume)
         trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
-        with StopRequest() as stop:
-            for epoch in range(trainer.progress.epoch, trainer.total_epochs):
-                trainer.progress.epoch = epoch
-                stopped = trainer.run_epoch(epoch, stop, stop_after_steps, show=progress and ranks.is_main)
-                if stopped is not None:
-                    failed = False
-                    return stopped
-        result = trainer.save(model_name, model_overrides or {})
+        stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
+        result = stopped if stopped is not None else trainer.save(model_name, model_overrides or {})
         failed = False
         return result
     finally:
@@ -542,6 +536,17 @@ def train(
             trainer.writer.close()
         if ranks.is_main:
             folder.settle(failed)
+
+
+def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> dict[str, Any] | None:
+    """The epochs left; the stop record when a signal or `stop_after_steps` stopped them, else None."""
+    with StopRequest() as stop:
+        for epoch in range(trainer.progress.epoch, trainer.total_epochs):
+            trainer.progress.epoch = epoch
+            stopped = trainer.run_epoch(epoch, stop, stop_after_steps, show=show)
+            if stopped is not None:
+                return stopped
+    return None
 
 
 def _run_info(model_name, model_overrides, recipe, data, run_data: RunData, device, dtype, ranks) -> dict[str, Any]:
