@@ -71,15 +71,16 @@ def report(results: list[Result], out: Path) -> str:
     ]
     measured = [r for r in results if r.val_images]  # runs from before config.json recorded the count have none
     if measured:
-        se = max(r.val_error_se for r in results if r.seeds > 1 or r.val_images)
-        runs = (
+        se = max(r.val_error_se for r in measured)
+        several = results[0].seeds > 1
+        sample = (
             f"The mean of {results[0].seeds} runs per net (seeds), all measured on the same"
-            if results[0].seeds > 1
+            if several
             else "One run per net, each measured on"
         )
-        noise = "the seeds' spread" if results[0].seeds > 1 else "the sampling of the images alone"
+        noise = "the seeds' spread" if several else "the sampling of the images alone"
         reading += (
-            f" {runs} {measured[0].val_images:,} held-out images: from {noise}, a validation error carries a standard"
+            f" {sample} {measured[0].val_images:,} held-out images: from {noise}, a validation error carries a standard"
             f" error of up to {se:.2f} points, so steps under about {2 * se:.1f} points are within what this table"
             f" can tell apart (the paper's steps, in points: {'; '.join(paper_steps)})."
         )
