@@ -8,7 +8,10 @@ short runs ask for it, and its compile time falls in the warm-up, as it would in
 fall inside one epoch, in whole batches, as nearly all of a real run's do. The two alternate, a few rounds each,
 so that a noisy machine hurts both alike; the figure is the median img/s of each and their ratio.
 
-Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50] [--eager]
+Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50] [--eager] [--device cuda]
+
+On a GPU (`--device cuda`) the plain loop moves each batch from the DataLoader to the device (pinned, non-blocking)
+and runs fp32; ours keeps the uint8 training set on the GPU and augments it there, in bf16.
 
 As an AVX2-only CPU (AMD Zen3) on a newer one: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python ...` keeps
 torch's kernels to AVX2 and, through `resnets.hardware`, our choices too (fp32: bf16 is emulated there); the device
@@ -31,7 +34,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from resnets.data import load_dataset
-from resnets.hardware import describe_device
+from resnets.hardware import describe_device, resolve_device
 from resnets.models import create_model
 from resnets.train import get_recipe, train
 from resnets.train.plots import read_metrics
@@ -56,9 +59,9 @@ class PilImages(Dataset):
 WARMUP = 4  # untimed steps before the timed ones, for both loops (even: the engine records every two steps)
 
 
-def plain_loop(model_name: str, loader: DataLoader, steps: int) -> float:
+def plain_loop(model_name: str, loader: DataLoader, steps: int, device: torch.device) -> float:
     """img/s of the textbook loop over `steps` batches (after WARMUP batches)."""
-    model = create_model(model_name, num_classes=10).train()
+    model = create_model(model_name, num_classes=10).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
     seen, started = 0, None
@@ -66,7 +69,9 @@ def plain_loop(model_name: str, loader: DataLoader, steps: int) -> float:
         raise ValueError(f"{len(loader)} batches: fewer than the {WARMUP + steps} steps to run in one epoch")
     for step, (images, labels) in enumerate(loader):
         if step == WARMUP:
+            _synchronize(device)
             seen, started = 0, time.perf_counter()
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         loss = criterion(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
@@ -74,17 +79,26 @@ def plain_loop(model_name: str, loader: DataLoader, steps: int) -> float:
         seen += len(labels)
         if step == WARMUP + steps - 1:
             break
+    _synchronize(device)
     return seen / (time.perf_counter() - started)
 
 
-def engine(model_name: str, data: Path, steps: int, workdir: Path, compiled: bool, **recipe_fields) -> float:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def engine(
+    model_name: str, data: Path, steps: int, workdir: Path, compiled: bool, device: torch.device, **recipe_fields
+) -> float:
     """img/s of `resnets train` over `steps` steps after WARMUP more: the run records its throughput every two
     steps (evaluation time excluded) and the warm-up's records are dropped."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     fields = dict(
         iterations=WARMUP + steps, eval_every=2, eval_flip=False, log_every=0, compile=compiled, **recipe_fields
     )
-    train(model_name, data, out, get_recipe("cifar-fast", **fields), cache_dir=workdir / "cache", progress=False)
+    recipe = get_recipe("cifar-fast", **fields)
+    train(model_name, data, out, recipe, device=str(device), cache_dir=workdir / "cache", progress=False)
     records = read_metrics(out)[WARMUP // 2 :]
     seen = sum(r["img_per_s"] * r["epoch_seconds"] for r in records)
     return seen / sum(r["epoch_seconds"] for r in records)
@@ -133,8 +147,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--skip-resnet50", action="store_true")
     parser.add_argument("--eager", action="store_true", help="time ours without compiling (what compiling adds)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (both loops run there)")
     args = parser.parse_args()
-    print(f"device: {describe_device()}; torch {torch.__version__}")
+    device = resolve_device(args.device)
+    print(f"device: {describe_device(device)}; torch {torch.__version__}")
     workdir = Path(tempfile.mkdtemp())
 
     sample, _ = load_dataset(SAMPLE)
@@ -155,11 +171,12 @@ def main() -> None:
         shuffle=True,
         num_workers=2,
         persistent_workers=True,
+        pin_memory=device.type == "cuda",
     )
     compare(
         "resnet20, 32x32, batch 128",
-        lambda: plain_loop("resnet20", cifar_loader, args.steps),
-        lambda: engine("resnet20", cifar, args.steps, workdir, not args.eager),
+        lambda: plain_loop("resnet20", cifar_loader, args.steps, device),
+        lambda: engine("resnet20", cifar, args.steps, workdir, not args.eager, device),
         args.rounds,
     )
     if not args.skip_resnet50:
@@ -176,13 +193,25 @@ def main() -> None:
             ]
         )
         large_loader = DataLoader(
-            datasets.ImageFolder(str(folder), imagenet_transform), batch_size=16, shuffle=True, num_workers=2
+            datasets.ImageFolder(str(folder), imagenet_transform),
+            batch_size=16,
+            shuffle=True,
+            num_workers=2,
+            pin_memory=device.type == "cuda",
         )
         compare(
             "resnet50, 224x224, batch 16",
-            lambda: plain_loop("resnet50", large_loader, steps),
+            lambda: plain_loop("resnet50", large_loader, steps, device),
             lambda: engine(
-                "resnet50", folder, steps, workdir, not args.eager, batch_size=16, val_fraction=0.1, augment="imagenet"
+                "resnet50",
+                folder,
+                steps,
+                workdir,
+                not args.eager,
+                device,
+                batch_size=16,
+                val_fraction=0.1,
+                augment="imagenet",
             ),
             args.rounds,
         )
