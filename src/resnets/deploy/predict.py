@@ -132,7 +132,7 @@ class Predictor:
         return results
 
     def evaluate_data(
-        self, data: str | os.PathLike, split: str = "auto", flip: bool = False, val_fraction: float = 0.1, seed: int = 0
+        self, data: str | os.PathLike, split: str = "auto", flip: bool = False, val_fraction: float = 0.1
     ) -> dict[str, float]:
         """Top-1/top-5 on a dataset: its val/test part, the fixed training hold-out (`val`), or all of it."""
         if split not in ("auto", "val", "all"):
@@ -140,7 +140,7 @@ class Predictor:
         train_set, val_set = load_dataset(data)
         to_weights = self.class_indices(train_set.classes, str(data))
         if split == "val":
-            chosen = stratified_split(train_set, val_fraction, seed)[1]
+            chosen = stratified_split(train_set, val_fraction)[1]  # the hold-out every run keeps, whatever its seed
         elif split == "all":
             chosen = train_set
         else:
