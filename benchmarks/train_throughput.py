@@ -149,10 +149,14 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="time ours without compiling (what compiling adds)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (both loops run there)")
     args = parser.parse_args()
+    # Each round writes checkpoints (about 1 GB in all with resnet50): the folder goes when the benchmark ends.
+    with tempfile.TemporaryDirectory() as workdir:
+        run(args, Path(workdir))
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}; torch {torch.__version__}")
-    workdir = Path(tempfile.mkdtemp())
-
     sample, _ = load_dataset(SAMPLE)
     cifar = make_cifar_pickles(workdir / "cifar", copies=max(4, -(-(args.steps + WARMUP) * 128 // len(sample))))
     train_set, _ = load_dataset(cifar)  # the same images for both loops, enough for every step in one epoch
