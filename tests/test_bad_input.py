@@ -131,7 +131,7 @@ def test_a_new_run_never_overwrites_a_run_or_the_users_files(tmp_path, finished_
         (["--schedule", "wavy"], "invalid choice: 'wavy'"),
         (["--augment", "weird"], "invalid choice: 'weird'"),
         (["--precision", "int8"], "invalid choice: 'int8'"),
-        (["--val-fraction", "0"], "--val-fraction 0.0: holds out no image"),
+        (["--val-fraction", "0.001"], "--val-fraction 0.001: holds out no image"),
         (["--val-fraction", "1.5"], "--val-fraction 1.5: must be in [0, 1)"),
         (["--batch-size", "0"], "--batch-size 0: must be >= 1"),
         (["--label-smoothing", "2"], "--label-smoothing 2.0: must be in [0, 1)"),

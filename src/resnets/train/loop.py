@@ -35,6 +35,7 @@ from resnets.errors import ResnetsError
 from resnets.hardware import can_compile, describe_device, resolve_device, resolve_precision
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+from resnets.train.distill import DistillationLoss, TeacherNet, load_teacher
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
 from resnets.train.run_folder import RunFolder
@@ -155,7 +156,7 @@ class RunData:
     train_set: ImageSet
     val_set: ImageSet
     train_batches: Any
-    val_batches: Any
+    val_batches: Any | None  # None: every image trains (--val-fraction 0), nothing is validated
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int
@@ -177,11 +178,13 @@ def prepare_data(
     CPU core cannot feed it), DataLoader workers for large ones."""
     train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
     skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
-    if val_set is None:
+    if val_set is None and recipe.val_fraction == 0:
+        val_set = train_set.subset(torch.arange(0))  # every image trains (the shipped file of a chosen recipe)
+    elif val_set is None:
         if recipe.val_fraction * len(train_set) / len(train_set.classes) < 1:
             raise ValueError(
                 f"--val-fraction {recipe.val_fraction}: holds out no image of some class from {len(train_set)} "
-                "images; a run needs validation images (raise it, or give the data a val/ folder)"
+                "images (raise it, give the data a val/ folder, or train on every image with 0)"
             )
         # The hold-out belongs to the data, not to the run: runs that differ only in seed are measured on the same
         # images, so their errors compare.
@@ -203,7 +206,7 @@ def prepare_data(
         device=device,
         **common,
     )
-    val_batches = make_batches(val_set, 256, augment=False, device=device, **common)
+    val_batches = make_batches(val_set, 256, augment=False, device=device, **common) if len(val_set) else None
     return RunData(train_set, val_set, train_batches, val_batches, tuple(mean), tuple(std), image_size, skipped)
 
 
@@ -284,6 +287,8 @@ class Trainer:
         self.ema = weights_average(self.model, recipe.ema_decay) if recipe.ema_decay else None
         self.served = self.ema.module if self.ema is not None else self.model
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.teacher = self._load_teacher() if recipe.teacher else None
+        self.distill = DistillationLoss(recipe.distill_weight, recipe.distill_temperature, recipe.label_smoothing)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
         self.wrapped = nn.parallel.DistributedDataParallel(self.model) if ranks.world_size > 1 else self.model
@@ -292,11 +297,23 @@ class Trainer:
         self.compiled = compile_pays(recipe.compile, device, self.total_steps)
         # One graph per batch shape (the epoch's last, shorter batch compiles once more): static shapes are fastest.
         self.forward = torch.compile(self.wrapped, dynamic=False) if self.compiled else self.wrapped
+        self.teach = torch.compile(self.teacher, dynamic=False) if self.compiled and self.teacher else self.teacher
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.progress = Progress()
         self.window = Window(device)
         self.writer = None
         self.trained_on: list[dict] = []  # the hardware stretches, from config.json
+
+    def _load_teacher(self) -> TeacherNet:
+        data = self.data
+        teacher = load_teacher(
+            self.recipe.teacher,
+            classes=data.train_set.classes,
+            mean=data.mean,
+            std=data.std,
+            image_size=data.image_size,
+        )
+        return teacher.to(self.device, memory_format=self.memory_format)
 
     def resume(self) -> None:
         state = load_checkpoint(self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, self.ema)
@@ -316,8 +333,11 @@ class Trainer:
         images = images.to(self.device, memory_format=self.memory_format, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast:
-            logits = self._forward(images)
-        loss = self.criterion(logits.float(), labels)
+            logits, teacher_logits = self._forward(images)
+        if teacher_logits is None:
+            loss = self.criterion(logits.float(), labels)
+        else:
+            loss = self.distill(logits.float(), labels, teacher_logits)
         self.window.add(loss, logits, labels)
         if (self.progress.step + 1) % self.window.sync_every == 0:
             self.window.check_finite(self.progress.step, self.progress.epoch, self.folder.checkpoint_path)
@@ -331,16 +351,17 @@ class Trainer:
         self.window.seen += len(labels)
         return loss
 
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student's logits, and the teacher's where one teaches."""
         try:
-            return self.forward(images)
+            return self.forward(images), (self.teach(images) if self.teach is not None else None)
         except Exception as error:  # noqa: BLE001 - any failure to compile, when compiling was our own choice
             if not self.compiled or self.recipe.compile is not None:
                 raise
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             warnings.warn(f"torch.compile failed, training eagerly instead: {first_line[:200]}", stacklevel=2)
-            self.compiled, self.forward = False, self.wrapped
-            return self.forward(images)
+            self.compiled, self.forward, self.teach = False, self.wrapped, self.teacher
+            return self._forward(images)
 
     def record(self, epoch_mark: float, lr: float) -> dict:
         """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
@@ -348,32 +369,38 @@ class Trainer:
         seconds = time.perf_counter() - window.started
         window.check_finite(progress.step, math.ceil(epoch_mark) - 1, self.folder.checkpoint_path)
         seen = max(window.seen, 1)
-        metrics = evaluate(
-            self.served, self.data.val_batches, self.device, self.dtype, self.memory_format, flip=self.recipe.eval_flip
-        )
         record = {
             "epoch": epoch_mark,
             "step": progress.step,
             "lr": lr,
             "train_loss": window.loss_sum.item() / seen,
             "train_top1": window.correct.item() / seen,
-            "val_loss": metrics["loss"],
-            "val_top1": metrics["top1"],
-            "val_top5": metrics["top5"],
-            "epoch_seconds": seconds,
-            "img_per_s": window.seen * self.ranks.world_size / seconds,
         }
+        if self.data.val_batches is not None:
+            metrics = evaluate(
+                self.served,
+                self.data.val_batches,
+                self.device,
+                self.dtype,
+                self.memory_format,
+                flip=self.recipe.eval_flip,
+            )
+            record.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
+        record.update(epoch_seconds=seconds, img_per_s=window.seen * self.ranks.world_size / seconds)
         progress.history.append(record)
         if self.ranks.is_main:
             self.folder.append_metrics(record)
             if self.writer is not None:
                 for key, value in record.items():
                     self.writer.add_scalar(key, value, record["step"])
+            validated = (
+                f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}"
+                if "val_top1" in record
+                else "no validation"
+            )
             print(
                 f"epoch {epoch_mark:g}/{self.total_epochs} step {progress.step}  train loss {record['train_loss']:.4f} "
-                f"acc {record['train_top1']:.4f}  val loss {record['val_loss']:.4f} "
-                f"top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}  "
-                f"{seconds:.0f}s {record['img_per_s']:.0f} img/s"
+                f"acc {record['train_top1']:.4f}  {validated}  {seconds:.0f}s {record['img_per_s']:.0f} img/s"
             )
         window.reset()
         return record
@@ -576,6 +603,8 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
     run_info["parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     run_info["layers"] = trainer.model.config.depth
     run_info["compiled"] = trainer.compiled
+    if trainer.teacher is not None:
+        run_info["teacher"] = trainer.teacher.description
     run_info["trained_on"] = _stretches(folder.config_path if resume else None, run_info, trainer.progress.step)
     trainer.trained_on = run_info["trained_on"]
     if not trainer.ranks.is_main:
@@ -586,6 +615,8 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
         f"training {run_info['model']} on {len(data.train_set)} images ({len(data.val_set)} held out) | "
         f"{run_info['device']}"
     )
+    if trainer.teacher is not None:
+        print(f"distilling from {trainer.teacher.description}")
     if data.skipped:
         print(f"skipped {data.skipped} unreadable image{'s' if data.skipped != 1 else ''} (--skip-bad-images)")
     print(

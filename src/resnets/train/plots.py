@@ -11,7 +11,8 @@ from pathlib import Path
 
 from resnets.train.run_folder import RunFolder
 
-PLOTTED = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1")  # what each record must hold
+PLOTTED = ("epoch", "lr", "train_loss", "train_top1")  # what each record must hold
+VALIDATED = ("val_loss", "val_top1")  # what a run with a hold-out adds (--val-fraction 0 trains on every image)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -30,12 +31,13 @@ def pyplot():
 
 
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Three panels side by side; returns the PNG's path."""
+    """Three panels side by side (validation curves where the run held images out); returns the PNG's path."""
     if out is not None and Path(out).is_dir():
         raise ValueError(f"--out {out}: is a folder; name the PNG to write")
     rows = read_metrics(run_dir)  # at least one record, each a JSON object (RunFolder refuses the rest)
     for number, row in enumerate(rows, start=1):
-        missing = [key for key in PLOTTED if key not in row]
+        needed = PLOTTED + (VALIDATED if any(key in row for key in VALIDATED) else ())
+        missing = [key for key in needed if key not in row]
         if missing:
             metrics_file = RunFolder(run_dir).metrics_path
             raise ValueError(f"{metrics_file}: record {number} lacks {', '.join(missing)}; not a resnets metrics file")
@@ -43,10 +45,13 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     epochs = [r["epoch"] for r in rows]
     figure, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
+    validated = all(key in row for row in rows for key in VALIDATED)
+    if validated:
+        loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
     loss_ax.set(title="loss", xlabel="epoch")
     error_ax.plot(epochs, [100 * (1 - r["train_top1"]) for r in rows], label="train")
-    error_ax.plot(epochs, [100 * (1 - r["val_top1"]) for r in rows], label="validation")
+    if validated:
+        error_ax.plot(epochs, [100 * (1 - r["val_top1"]) for r in rows], label="validation")
     error_ax.set(title="top-1 error (%)", xlabel="epoch")
     lr_ax.plot(epochs, [r["lr"] for r in rows])
     lr_ax.set(title="learning rate (end of epoch)", xlabel="epoch")

@@ -89,10 +89,13 @@ class Recipe:
     warmup_min_depth: int = 0  # ... only for nets at least this deep (the paper's 110-layer trick)
     label_smoothing: float = 0.0  # share of the target spread over all classes
     ema_decay: float = 0.0  # also keep an exponential moving average of the weights, evaluated and saved; 0 = off
+    teacher: str = ""  # distil from this trained net: a weights file, or a net with shipped weights; "" = off
+    distill_weight: float = 0.9  # with --teacher: the loss's share that follows the teacher's softened outputs
+    distill_temperature: float = 4.0  # with --teacher: both nets' outputs are softened by it (Hinton et al.)
     augment: Augment = Augment.AUTO  # auto | cifar (pad 4, crop, flip) | imagenet (random-resized crop, flip) | none
     cutout: int = 0  # also hide a square of this side at a random spot of each training image (16 on CIFAR); 0 = off
     image_size: int = 0  # 0 = the model's natural input size
-    val_fraction: float = 0.1  # stratified hold-out when the data has no val folder (5,000 of CIFAR-10's 50,000)
+    val_fraction: float = 0.1  # held out, stratified, without a val/ folder (0.1: 5,000 of CIFAR-10); 0 = train on all
     eval_flip: bool = False  # evaluate as the mean of the image and its mirror
     eval_every: int = 0  # also evaluate every N steps inside an epoch (curves over iterations); 0 = once per epoch
     precision: Precision = Precision.AUTO  # auto (bf16 where native) | fp32 | bf16 | fp16
@@ -123,6 +126,8 @@ class Recipe:
             ("warmup_min_depth", self.warmup_min_depth, self.warmup_min_depth >= 0, "must be >= 0"),
             ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "must be in [0, 1) (0: off)"),
+            ("distill_weight", self.distill_weight, 0 <= self.distill_weight <= 1, "must be in [0, 1]"),
+            ("distill_temperature", self.distill_temperature, self.distill_temperature > 0, "must be > 0"),
             ("cutout", self.cutout, self.cutout >= 0, "must be >= 0 (0: off)"),
             ("image_size", self.image_size, self.image_size == 0 or self.image_size >= 8, "must be 0 or >= 8"),
             ("val_fraction", self.val_fraction, 0 <= self.val_fraction < 1, "must be in [0, 1)"),

@@ -1,0 +1,103 @@
+"""Knowledge distillation (Hinton, Vinyals and Dean, 2015): the student learns the labels and, beside them, a trained
+teacher's outputs softened by a temperature. A small net taught by a deeper one beats the same net trained alone.
+
+Example:
+    >>> teacher = load_teacher("runs/r56/model.safetensors", classes=classes, mean=mean, std=std, image_size=32)
+    >>> loss = DistillationLoss(weight=0.9, temperature=4.0)(student(x), labels, teacher(x))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnets.weights import WeightsError, read_state_dict
+from resnets.weights.pretrained import PRETRAINED
+
+
+class TeacherNet(nn.Module):
+    """A trained net, frozen in eval mode, that reads the student's batches: they are normalized with the student's
+    statistics, so each is first mapped to the teacher's (the same images, two normalizations)."""
+
+    def __init__(self, net: nn.Module, scale: torch.Tensor, shift: torch.Tensor, description: str) -> None:
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+        self.description = description
+        self.eval()
+
+    def train(self, mode: bool = True) -> TeacherNet:
+        return super().train(False)  # BN keeps the teacher's running statistics whatever the loop asks
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images * self.scale + self.shift)
+
+
+def load_teacher(
+    spec: str,
+    *,
+    classes: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    image_size: int,
+) -> TeacherNet:
+    """The teacher named by `--teacher`: a weights file that `resnets train` wrote (the net named in its metadata),
+    or a registry name whose shipped weights are used. It must know the student's classes, in the same order, and
+    take images of the same size.
+
+    Example:
+        >>> load_teacher("resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32).description
+    """
+    from resnets.deploy.predict import Predictor  # deploy reads trained files; it imports train's evaluate
+
+    path = Path(spec)
+    if path.is_file():
+        _, meta = read_state_dict(path)
+        if not meta.get("model"):
+            raise WeightsError(f"--teacher {spec}: the file does not name its net (no 'model' metadata)")
+        predictor = Predictor.load(meta["model"], weights=path)
+        origin = f"{meta['model']} from {path}"
+    elif spec in PRETRAINED:
+        predictor = Predictor.load(spec, pretrained=True)
+        origin = f"{spec} (shipped weights)"
+    else:
+        shipped = ", ".join(sorted(PRETRAINED))
+        raise ValueError(f"--teacher {spec}: neither a weights file nor a net with shipped weights ({shipped})")
+    if list(predictor.classes) != list(classes):
+        raise ValueError(f"--teacher {spec}: its classes {predictor.classes[:4]}… are not the data's, in order")
+    if predictor.image_size != image_size:
+        raise ValueError(f"--teacher {spec}: takes {predictor.image_size}px images, the student {image_size}px")
+    student_mean, student_std = torch.tensor(mean), torch.tensor(std)
+    teacher_mean, teacher_std = torch.tensor(predictor.mean), torch.tensor(predictor.std)
+    scale = student_std / teacher_std
+    shift = (student_mean - teacher_mean) / teacher_std
+    return TeacherNet(predictor.model, scale, shift, origin)
+
+
+class DistillationLoss:
+    """(1 - weight) x cross-entropy with the labels + weight x T² x KL(teacher's softened outputs ‖ student's).
+    The T² keeps the soft term's gradients on the scale of the hard term's whatever the temperature.
+
+    Example:
+        >>> DistillationLoss(weight=0.9, temperature=4.0)(logits, labels, teacher_logits)
+    """
+
+    def __init__(self, weight: float, temperature: float, label_smoothing: float = 0.0) -> None:
+        self.weight, self.temperature, self.label_smoothing = weight, temperature, label_smoothing
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        hard = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        t = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(logits / t, dim=1),
+            F.log_softmax(teacher_logits.float() / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return (1 - self.weight) * hard + self.weight * t * t * soft

@@ -1,0 +1,119 @@
+"""Knowledge distillation (--teacher) and training on every image (--val-fraction 0), on the embedded sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from resnets.cli import main
+from resnets.train import get_recipe, train
+from resnets.train.distill import DistillationLoss, load_teacher
+from resnets.train.plots import plot_run, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
+TINY = dict(batch_size=60, epochs=1, warmup_iterations=5, log_every=0)
+DEPTH8 = {"depth": 8}
+
+
+def tiny_recipe(**fields):
+    return get_recipe("cifar-fast", **{**TINY, **fields})
+
+
+def run(tmp_path: Path, name: str, **fields) -> Path:
+    out = tmp_path / name
+    train("resnet20", SAMPLE, out, tiny_recipe(**fields), model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    return run(tmp_path_factory.mktemp("teacher"), "teacher", epochs=2) / "model.safetensors"
+
+
+def test_the_loss_is_hintons_objective():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 10, requires_grad=True)
+    teacher_logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    hard = F.cross_entropy(logits, labels)
+    assert torch.equal(DistillationLoss(weight=0.0, temperature=4.0)(logits, labels, teacher_logits), hard)
+    # A student that already says what the teacher says owes it nothing.
+    assert DistillationLoss(weight=1.0, temperature=4.0)(logits, labels, logits.detach()).item() == pytest.approx(0)
+    # The soft term's gradient is (softmax(z/T) - softmax(t/T)) * T / batch: T² keeps it on the hard term's scale.
+    temperature = 4.0
+    DistillationLoss(weight=1.0, temperature=temperature)(logits, labels, teacher_logits).backward()
+    expected = (F.softmax(logits / temperature, 1) - F.softmax(teacher_logits / temperature, 1)) * temperature / 8
+    torch.testing.assert_close(logits.grad, expected.detach())
+
+
+def test_the_teacher_is_frozen_and_reads_the_students_normalization(teacher_file):
+    card = load_file(str(teacher_file))
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    same = load_teacher(str(teacher_file), classes=classes, mean=(0.5,) * 3, std=(0.25,) * 3, image_size=32)
+    assert not same.training and not any(p.requires_grad for p in same.parameters())
+    same.train()  # the loop's train() reaches it: BN must keep the teacher's statistics
+    assert not same.net.training
+    images = torch.rand(4, 3, 32, 32)
+    before = same.net.layer1[0].bn1.running_mean.clone()
+    same(images)
+    assert torch.equal(same.net.layer1[0].bn1.running_mean, before)
+    assert torch.equal(same.net.fc.weight, card["fc.weight"])
+    # The same raw images normalized two ways give the teacher the same input, so the same outputs.
+    other = load_teacher(str(teacher_file), classes=classes, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.2), image_size=32)
+    raw = torch.rand(4, 3, 32, 32)
+    as_same = (raw - 0.5) / 0.25
+    as_other = (raw - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.3, 0.2]).view(1, 3, 1, 1)
+    torch.testing.assert_close(same(as_same), other(as_other), rtol=1e-4, atol=1e-4)
+
+
+def test_a_student_learns_from_the_teacher_and_records_it(tmp_path, teacher_file):
+    plain = run(tmp_path, "plain")
+    taught = run(tmp_path, "taught", teacher=str(teacher_file))
+    unweighted = run(tmp_path, "unweighted", teacher=str(teacher_file), distill_weight=0.0)
+    config = json.loads((taught / "config.json").read_text())
+    assert config["teacher"] == f"resnet20 from {teacher_file}"
+    assert config["recipe"]["teacher"] == str(teacher_file)
+    weights = {name: load_file(str(folder / "model.safetensors")) for name, folder in
+               (("plain", plain), ("taught", taught), ("unweighted", unweighted))}  # fmt: skip
+    # With no weight on the teacher the run is the plain one, bit for bit: the same batches, draws and steps ...
+    assert all(torch.equal(weights["plain"][key], weights["unweighted"][key]) for key in weights["plain"])
+    # ... and with weight, the teacher changes what the student learns.
+    assert not torch.equal(weights["plain"]["fc.weight"], weights["taught"]["fc.weight"])
+    assert read_metrics(taught)[-1]["val_top1"] > 0
+
+
+def test_a_teacher_that_does_not_fit_is_refused_in_one_line(tmp_path, teacher_file, capsys):
+    train_cli = ["train", "--model", "resnet20", "--set", "depth=8", "--data", str(SAMPLE), "--epochs", "1"]
+    for teacher, message in (
+        ("resnet1202", "neither a weights file nor a net with shipped weights (resnet20"),
+        (str(tmp_path / "missing.safetensors"), "neither a weights file nor a net with shipped weights"),
+    ):
+        assert main([*train_cli, "--out", str(tmp_path / "run"), "--teacher", teacher]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1
+        assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
+    with pytest.raises(ValueError, match="takes 32px images, the student 40px"):
+        train(
+            "resnet20",
+            SAMPLE,
+            tmp_path / "run",
+            tiny_recipe(teacher=str(teacher_file), image_size=40),
+            model_overrides=DEPTH8,
+            progress=False,
+        )
+
+
+def test_val_fraction_zero_trains_on_every_image(tmp_path):
+    folder = run(tmp_path, "all", val_fraction=0.0, epochs=2)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["train_images"], config["val_images"]) == (1000, 0)
+    rows = read_metrics(folder)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert all("val_top1" not in row and 0 <= row["train_top1"] <= 1 for row in rows)
+    assert (folder / "model.safetensors").is_file()
+    assert plot_run(folder).stat().st_size > 10_000
