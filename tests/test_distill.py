@@ -117,3 +117,7 @@ def test_val_fraction_zero_trains_on_every_image(tmp_path):
     assert all("val_top1" not in row and 0 <= row["train_top1"] <= 1 for row in rows)
     assert (folder / "model.safetensors").is_file()
     assert plot_run(folder).stat().st_size > 10_000
+    # Its weights know they saw every image: evaluating them on the usual hold-out says so.
+    weights = str(folder / "model.safetensors")
+    with pytest.warns(UserWarning, match=r"trained on every image \(--val-fraction 0\)"):
+        assert main(["eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE), "--split", "val"]) == 0

@@ -8,7 +8,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ class Predictor:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # the optimized path, once `optimize` ran
+    held_out_fraction: float | None = None  # the training run's --val-fraction, where the weights record it
 
     def optimize(self, dtype: str = "auto", calibration: str | os.PathLike | None = None) -> str:
         """Serve through `optimize_for_inference`, calibrated on real images (default: the embedded CIFAR-10
@@ -68,7 +71,9 @@ class Predictor:
         card = WeightsMetadata.parse(meta, path, num_classes, default_size=entry.input_size[-1])
         model = create_model(model_name, num_classes=num_classes, **card.model_overrides)
         apply_state_dict(model, tensors, path)
-        return cls(model.eval(), card.classes, card.image_size, card.mean, card.std)
+        predictor = cls(model.eval(), card.classes, card.image_size, card.mean, card.std)
+        predictor.held_out_fraction = _recorded_val_fraction(card)
+        return predictor
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""
@@ -141,6 +146,12 @@ class Predictor:
         to_weights = self.class_indices(train_set.classes, str(data))
         if split == "val":
             chosen = stratified_split(train_set, val_fraction)[1]  # the hold-out every run keeps, whatever its seed
+            if self.held_out_fraction == 0:
+                warnings.warn(
+                    "these weights were trained on every image (--val-fraction 0): the val split is not held out "
+                    "from them, so its figure is a training figure",
+                    stacklevel=2,
+                )
         elif split == "all":
             chosen = train_set
         else:
@@ -150,3 +161,11 @@ class Predictor:
         chosen = dataclasses.replace(chosen, labels=to_weights[chosen.labels])
         batches = make_batches(chosen, 256, mean=self.mean, std=self.std, augment=False, image_size=self.image_size)
         return evaluate(self.runner or self.model, batches, torch.device("cpu"), flip=flip)
+
+
+def _recorded_val_fraction(card: WeightsMetadata) -> float | None:
+    """The --val-fraction that `resnets train` recorded in the weights' metadata; None for files from elsewhere."""
+    try:
+        return float(json.loads(card.extra["recipe_fields"])["val_fraction"])
+    except (KeyError, TypeError, ValueError):
+        return None
