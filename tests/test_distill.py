@@ -73,11 +73,11 @@ def test_the_teacher_is_frozen_and_reads_the_students_normalization(teacher_file
 
 def test_a_student_learns_from_the_teacher_and_records_it(tmp_path, teacher_file):
     plain = run(tmp_path, "plain")
-    taught = run(tmp_path, "taught", teacher=str(teacher_file))
+    taught = run(tmp_path, "taught", teacher=str(teacher_file.parent))  # its run folder names the file
     unweighted = run(tmp_path, "unweighted", teacher=str(teacher_file), distill_weight=0.0)
     config = json.loads((taught / "config.json").read_text())
     assert config["teacher"] == f"resnet20 from {teacher_file}"
-    assert config["recipe"]["teacher"] == str(teacher_file)
+    assert config["recipe"]["teacher"] == str(teacher_file.parent)
     weights = {name: load_file(str(folder / "model.safetensors")) for name, folder in
                (("plain", plain), ("taught", taught), ("unweighted", unweighted))}  # fmt: skip
     # With no weight on the teacher the run is the plain one, bit for bit: the same batches, draws and steps ...
@@ -92,6 +92,7 @@ def test_a_teacher_that_does_not_fit_is_refused_in_one_line(tmp_path, teacher_fi
     for teacher, message in (
         ("resnet1202", "neither a weights file nor a net with shipped weights (resnet20"),
         (str(tmp_path / "missing.safetensors"), "neither a weights file nor a net with shipped weights"),
+        (str(tmp_path), "the folder holds no model.safetensors (has that run finished?)"),
     ):
         assert main([*train_cli, "--out", str(tmp_path / "run"), "--teacher", teacher]) == 2
         error = capsys.readouterr().err.strip()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnets.train.run_folder import RunFolder
 from resnets.weights import WeightsError, read_state_dict
 from resnets.weights.pretrained import PRETRAINED
 
@@ -48,8 +49,8 @@ def load_teacher(
     image_size: int,
 ) -> TeacherNet:
     """The teacher named by `--teacher`: a weights file that `resnets train` wrote (the net named in its metadata),
-    or a registry name whose shipped weights are used. It must know the student's classes, in the same order, and
-    take images of the same size.
+    the run folder that holds one, or a registry name whose shipped weights are used. It must know the student's
+    classes, in the same order, and take images of the same size.
 
     Example:
         >>> load_teacher("resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32).description
@@ -57,6 +58,10 @@ def load_teacher(
     from resnets.deploy.predict import Predictor  # deploy reads trained files; it imports train's evaluate
 
     path = Path(spec)
+    if path.is_dir():
+        path = RunFolder(path).model_path
+        if not path.is_file():
+            raise ValueError(f"--teacher {spec}: the folder holds no {path.name} (has that run finished?)")
     if path.is_file():
         _, meta = read_state_dict(path)
         if not meta.get("model"):
