@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from resnets.cli import main
+from resnets.models import create_model
 from resnets.train import get_recipe, train
 from resnets.train.distill import DistillationLoss, load_teacher
 from resnets.train.plots import plot_run, read_metrics
+from resnets.weights import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -52,20 +54,25 @@ def test_the_loss_is_hintons_objective():
 
 
 def test_the_teacher_is_frozen_and_reads_the_students_normalization(teacher_file):
-    card = load_file(str(teacher_file))
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     same = load_teacher(str(teacher_file), classes=classes, mean=(0.5,) * 3, std=(0.25,) * 3, image_size=32)
     assert not same.training and not any(p.requires_grad for p in same.parameters())
-    same.train()  # the loop's train() reaches it: BN must keep the teacher's statistics
+    same.train()  # the loop's train() reaches it: the teacher stays as it was trained
     assert not same.net.training
-    images = torch.rand(4, 3, 32, 32)
-    before = same.net.layer1[0].bn1.running_mean.clone()
-    same(images)
-    assert torch.equal(same.net.layer1[0].bn1.running_mean, before)
-    assert torch.equal(same.net.fc.weight, card["fc.weight"])
+    # Its batch norms are folded into its convolutions: the same outputs as the net evaluated as saved.
+    tensors, meta = read_state_dict(teacher_file)
+    saved = create_model("resnet20", depth=8).eval()
+    saved.load_state_dict(tensors)
+    teacher_mean = torch.tensor(json.loads(meta["mean"])).view(1, 3, 1, 1)
+    teacher_std = torch.tensor(json.loads(meta["std"])).view(1, 3, 1, 1)
+    raw = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = saved((raw - teacher_mean) / teacher_std)
+    torch.testing.assert_close(same((raw - 0.5) / 0.25), expected, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in same.modules())
+    assert torch.equal(same.net.fc.weight, tensors["fc.weight"])
     # The same raw images normalized two ways give the teacher the same input, so the same outputs.
     other = load_teacher(str(teacher_file), classes=classes, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.2), image_size=32)
-    raw = torch.rand(4, 3, 32, 32)
     as_same = (raw - 0.5) / 0.25
     as_other = (raw - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.3, 0.2]).view(1, 3, 1, 1)
     torch.testing.assert_close(same(as_same), other(as_other), rtol=1e-4, atol=1e-4)
