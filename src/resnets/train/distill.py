@@ -35,7 +35,7 @@ class TeacherNet(nn.Module):
         self.eval()
 
     def train(self, mode: bool = True) -> TeacherNet:
-        return super().train(False)  # BN keeps the teacher's running statistics whatever the loop asks
+        return super().train(False)  # the teacher answers as it was trained, whatever mode the loop sets
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -297,7 +297,8 @@ class Trainer:
         self.compiled = compile_pays(recipe.compile, device, self.total_steps)
         # One graph per batch shape (the epoch's last, shorter batch compiles once more): static shapes are fastest.
         self.forward = torch.compile(self.wrapped, dynamic=False) if self.compiled else self.wrapped
-        self.teach = torch.compile(self.teacher, dynamic=False) if self.compiled and self.teacher else self.teacher
+        compile_teacher = self.compiled and self.teacher is not None
+        self.teach = torch.compile(self.teacher, dynamic=False) if compile_teacher else self.teacher
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.progress = Progress()
         self.window = Window(device)
