@@ -129,3 +129,13 @@ def test_val_fraction_zero_trains_on_every_image(tmp_path):
     weights = str(folder / "model.safetensors")
     with pytest.warns(UserWarning, match=r"trained on every image \(--val-fraction 0\)"):
         assert main(["eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE), "--split", "val"]) == 0
+
+
+def test_a_distilled_run_resumes_exactly(tmp_path, teacher_file):
+    recipe = tiny_recipe(epochs=2, teacher=str(teacher_file))
+    kwargs = dict(model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
+    train("resnet20", SAMPLE, tmp_path / "straight", recipe, **kwargs)
+    assert train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs)["stopped"]
+    train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
+    straight, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "resumed"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
