@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from resnets.cli import main
 from resnets.models import create_model
 from resnets.reproduce import EXPERIMENTS, reproduce
 from resnets.reproduce.runner import BUDGETS, Result, Run, error_table, run_all
+from resnets.train import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -99,6 +101,29 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path):
     reproduce("v2-activations", SAMPLE, tmp_path / "results", **kwargs)
     steps = [row["step"] for row in _rows(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == 3
+
+
+def test_the_zoo_budget_resumes_a_run_of_the_shipped_recipe_and_finishes_begun_runs_first(tmp_path, capsys):
+    zoo = BUDGETS["zoo"]
+    shipped = get_recipe("cifar-fast", epochs=180, cutout=16)  # `resnets train --recipe cifar-fast --epochs 180 ...`
+    assert dataclasses.replace(zoo.recipe(), log_every=shipped.log_every) == shipped
+    assert zoo.recipe().steps(352) == zoo.iterations == 63_360
+    assert "averaged over a horizontal flip" in zoo.describe() and "16x16 Cutout" in zoo.describe()
+
+    # A run begun by `resnets train` with that recipe (here cut to 2 steps) is resumed, before any new run starts.
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    begun = runs / "zoo-2it" / "resnet32"
+    words = ["train", "--model", "resnet32", "--data", str(SAMPLE), "--recipe", "cifar-fast", "--cutout", "16"]
+    words += ["--iterations", "2", "--stop-after-steps", "1", "--out", str(begun), "--cache-dir", str(cache)]
+    assert main([*words, "--no-progress"]) == 0
+    assert not (begun / "model.safetensors").exists()
+    capsys.readouterr()
+    plan = [Run("resnet-20", "resnet20"), Run("resnet-32", "resnet32")]
+    results = run_all(plan, SAMPLE, runs, zoo, iterations=2, cache_dir=cache)
+    log = capsys.readouterr().out
+    assert log.index("== resnet-32") < log.index("== resnet-20")
+    assert "resuming with changed recipe values: --log-every 10 -> 0\n" in log  # the same recipe but its log
+    assert [result.history[-1]["step"] for result in results] == [2, 2]
 
 
 def test_unknown_experiment_or_budget_is_one_line(tmp_path, capsys):

@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         default="fast",
         choices=list(BUDGETS),
-        help="fast: minutes per net on a 2-core CPU; medium: 12k steps, hours per net; paper: 64k steps",
+        help="fast: minutes per net on a 2-core CPU; medium: 12k steps, hours per net; paper: 64k steps; zoo: the "
+        "shipped weights' recipe (cifar-fast, Cutout 16, 180 epochs)",
     )
     reproduce.add_argument("--iterations", type=_count(1), help="steps per net instead of the budget's")
     reproduce.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")

@@ -28,19 +28,26 @@ from resnets.train.run_folder import RunFolder
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How long each run trains. `paper` is the ResNet paper's CIFAR schedule; `medium` and `fast` are the same
-    schedule shape (lr / 10 at 50% and 75% of the steps) cut to fit a 2-core CPU: `medium` in hours per net, long
-    enough for depth to help (the paper's ordering shows), `fast` in minutes, long enough to see the curves' shapes."""
+    """How long each run trains, and with which recipe. `paper` is the ResNet paper's CIFAR schedule; `medium` and
+    `fast` are the same schedule shape (lr / 10 at 50% and 75% of the steps) cut to fit a 2-core CPU: `medium` in
+    hours per net, `fast` in minutes, long enough to see the curves' shapes. `zoo` is the recipe of the shipped
+    weights (`cifar-fast` with Cutout for 180 epochs, about the paper's 64k steps): its runs are the shipped files."""
 
     name: str
-    iterations: int  # optimizer steps per run, batch 128
-    eval_every: int  # steps between points on the curves
+    iterations: int  # optimizer steps per run, batch 128 (an epoch budget: its steps on the 45k split)
+    eval_every: int  # steps between points on the curves (0: every epoch)
     depths: tuple[int, ...]  # the depth table (Table 6)
     ablation_depth: int  # depth of the V2 paper's units (the paper: 110)
     ablation_iterations: int  # steps per V2 unit
+    recipe_name: str = "cifar-paper"  # the paper's step schedule, cut to `iterations`
+    epochs: int = 0  # a budget counted in epochs trains `recipe_name` as it stands for that many
+    cutout: int = 0
 
     def recipe(self, iterations: int | None = None) -> Recipe:
         steps = iterations or self.iterations
+        if self.recipe_name != "cifar-paper":
+            length = {"epochs": self.epochs} if self.epochs and steps == self.iterations else {"iterations": steps}
+            return get_recipe(self.recipe_name, **length, cutout=self.cutout, log_every=0)
         return get_recipe(
             "cifar-paper",
             iterations=steps,
@@ -51,6 +58,17 @@ class Budget:
 
     def describe(self, iterations: int | None = None) -> str:
         steps = iterations or self.iterations
+        if self.recipe_name != "cifar-paper":
+            recipe = self.recipe(iterations)
+            length = f"{recipe.epochs:g} epochs" if not recipe.iterations else f"{steps:,} iterations"
+            return (
+                f"`{self.name}`: the shipped weights' recipe, `{self.recipe_name}` with `--cutout {self.cutout}` for "
+                f"{length} of batch {recipe.batch_size} ({steps:,} iterations on the 45k split; the paper: 64,000), "
+                f"linear warm-up over {recipe.warmup_iterations} iterations then cosine from lr {recipe.lr:g}, SGD "
+                f"nesterov momentum {recipe.momentum:g}, weight decay {recipe.weight_decay:g} on weights only, pad-4 "
+                f"crop and flip and a {self.cutout}x{self.cutout} Cutout square; validation error "
+                + ("averaged over a horizontal flip" if recipe.eval_flip else "on one view")
+            )
         return (
             f"`{self.name}`: {steps:,} iterations of batch 128 per net (the paper: 64,000), lr 0.1 divided by 10 at "
             f"{steps // 2:,} and {steps * 3 // 4:,}, SGD momentum 0.9, weight decay 1e-4, pad-4 crop and flip"
@@ -68,6 +86,17 @@ BUDGETS = {
         depths=(20, 32, 44, 56),
         ablation_depth=20,
         ablation_iterations=12_000,
+    ),
+    "zoo": Budget(
+        "zoo",
+        iterations=180 * 352,
+        eval_every=0,
+        depths=(20, 32, 44, 56),
+        ablation_depth=20,
+        ablation_iterations=180 * 352,
+        recipe_name="cifar-fast",
+        epochs=180,
+        cutout=16,
     ),
     "paper": Budget(
         "paper",
@@ -176,6 +205,7 @@ def run_all(
     recipe = budget.recipe(iterations)
     trials = [trial for run in runs for trial in run.seeds(seeds)]
     waiting = [run for run in trials if not RunFolder(root / run.key).model_path.exists()]
+    waiting.sort(key=lambda run: not RunFolder(root / run.key).checkpoint_path.exists())  # finish what was begun first
     while waiting:
         # A run another process is training (experiments share runs) is left for later, not waited on.
         for run in list(waiting):
