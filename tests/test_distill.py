@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from resnets.cli import main
 from resnets.models import create_model
 from resnets.train import get_recipe, train
 from resnets.train.distill import DistillationLoss, load_teacher
 from resnets.train.plots import plot_run, read_metrics
+from resnets.train.run_folder import RunFolderError
 from resnets.weights import read_state_dict
+from resnets.weights.pretrained import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -139,3 +142,23 @@ def test_a_distilled_run_resumes_exactly(tmp_path, teacher_file):
     train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
     straight, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "resumed"))
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+def test_a_distilled_run_refuses_to_resume_with_a_changed_teacher(tmp_path, teacher_file):
+    teacher = tmp_path / "teacher.safetensors"
+    shutil.copy(teacher_file, teacher)
+    recipe = tiny_recipe(epochs=2, teacher=str(teacher))
+    kwargs = dict(model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
+    assert train("resnet20", SAMPLE, tmp_path / "run", recipe, stop_after_steps=7, **kwargs)["stopped"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["teacher_sha256"] == sha256_of(teacher)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+
+    tensors, meta = read_state_dict(teacher)  # the same net, retrained: other weights at the same path
+    save_file(
+        {name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in tensors.items()},
+        str(teacher),
+        metadata=meta,
+    )
+    with pytest.raises(RunFolderError, match="distilled from a teacher whose weights have changed since"):
+        train("resnet20", SAMPLE, tmp_path / "run", recipe, resume=True, **kwargs)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before

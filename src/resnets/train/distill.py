@@ -17,7 +17,7 @@ from torch import nn
 
 from resnets.train.run_folder import RunFolder
 from resnets.weights import WeightsError, read_state_dict
-from resnets.weights.pretrained import PRETRAINED
+from resnets.weights.pretrained import PRETRAINED, sha256_of
 
 
 class TeacherNet(nn.Module):
@@ -26,12 +26,15 @@ class TeacherNet(nn.Module):
     folded into the convolutions before them: the teacher's forward pass is half of a distilled step's cost, and
     folding takes an eighth off it, compiling two fifths of the rest (resnet56, batch 128, bf16, one thread)."""
 
-    def __init__(self, net: nn.Module, scale: torch.Tensor, shift: torch.Tensor, description: str) -> None:
+    def __init__(
+        self, net: nn.Module, scale: torch.Tensor, shift: torch.Tensor, description: str, sha256: str = ""
+    ) -> None:
         super().__init__()
         self.net = net.eval().requires_grad_(False)
         self.register_buffer("scale", scale.view(1, -1, 1, 1))
         self.register_buffer("shift", shift.view(1, -1, 1, 1))
         self.description = description
+        self.sha256 = sha256  # of its weights file: a resumed run checks that its teacher is still the same
         self.eval()
 
     def train(self, mode: bool = True) -> TeacherNet:
@@ -70,10 +73,10 @@ def load_teacher(
         if not meta.get("model"):
             raise WeightsError(f"--teacher {spec}: the file does not name its net (no 'model' metadata)")
         predictor = Predictor.load(meta["model"], weights=path)
-        origin = f"{meta['model']} from {path}"
+        origin, sha256 = f"{meta['model']} from {path}", sha256_of(path)
     elif spec in PRETRAINED:
         predictor = Predictor.load(spec, pretrained=True)
-        origin = f"{spec} (shipped weights)"
+        origin, sha256 = f"{spec} (shipped weights)", PRETRAINED[spec].sha256
     else:
         shipped = ", ".join(sorted(PRETRAINED))
         raise ValueError(f"--teacher {spec}: neither a weights file nor a net with shipped weights ({shipped})")
@@ -85,7 +88,7 @@ def load_teacher(
     teacher_mean, teacher_std = torch.tensor(predictor.mean), torch.tensor(predictor.std)
     scale = student_std / teacher_std
     shift = (student_mean - teacher_mean) / teacher_std
-    return TeacherNet(fold_batchnorm(predictor.model), scale, shift, origin)
+    return TeacherNet(fold_batchnorm(predictor.model), scale, shift, origin, sha256)
 
 
 class DistillationLoss:

@@ -547,6 +547,8 @@ def train(
         folder=folder,
     )
     if resume:
+        if trainer.teacher is not None:
+            folder.check_teacher(trainer.teacher.sha256)
         trainer.resume()
     elif ranks.is_main:
         folder.prepare_new(overwrite)  # --overwrite sets the old run aside only now that the new one is built
@@ -606,6 +608,7 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
     run_info["compiled"] = trainer.compiled
     if trainer.teacher is not None:
         run_info["teacher"] = trainer.teacher.description
+        run_info["teacher_sha256"] = trainer.teacher.sha256
     run_info["trained_on"] = _stretches(folder.config_path if resume else None, run_info, trainer.progress.step)
     trainer.trained_on = run_info["trained_on"]
     if not trainer.ranks.is_main:

@@ -155,6 +155,16 @@ class RunFolder:
             )
         return changed
 
+    def check_teacher(self, sha256: str) -> None:
+        """Refuse to go on distilling from a teacher whose weights differ from those the run began with (the same
+        path, another file: a retrained or replaced net would change what the rest of the run learns)."""
+        recorded = self.config().get("teacher_sha256")
+        if recorded and recorded != sha256:
+            raise RunFolderError(
+                f"--resume: {self.path} was distilled from a teacher whose weights have changed since (sha256 "
+                f"{recorded[:12]}... now {sha256[:12]}...): restore that file, or start a new run"
+            )
+
     def write_config(self, run_info: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         text = json.dumps(run_info, indent=2, default=str)
