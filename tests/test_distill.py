@@ -95,6 +95,13 @@ def test_a_student_learns_from_the_teacher_and_records_it(tmp_path, teacher_file
     # ... and with weight, the teacher changes what the student learns.
     assert not torch.equal(weights["plain"]["fc.weight"], weights["taught"]["fc.weight"])
     assert read_metrics(taught)[-1]["val_top1"] > 0
+    # A distilled run also logs its cross-entropy with the labels: with no weight on the teacher, that is its loss.
+    last = read_metrics(unweighted)[-1]
+    assert last["train_cross_entropy"] == pytest.approx(last["train_loss"], rel=1e-6)
+    taught_last = read_metrics(taught)[-1]
+    assert taught_last["train_cross_entropy"] != pytest.approx(taught_last["train_loss"], rel=1e-3)
+    assert "train_cross_entropy" not in read_metrics(plain)[-1]
+    assert plot_run(taught).stat().st_size > 10_000  # drawn with its cross-entropy beside the objective
 
 
 def test_a_teacher_that_does_not_fit_is_refused_in_one_line(tmp_path, teacher_file, capsys):

@@ -103,6 +103,13 @@ class DistillationLoss:
         self.weight, self.temperature, self.label_smoothing = weight, temperature, label_smoothing
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        return self.with_cross_entropy(logits, labels, teacher_logits)[0]
+
+    def with_cross_entropy(
+        self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss, and its cross-entropy with the labels alone: the figure a plain run's training loss compares
+        with."""
         hard = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         t = self.temperature
         soft = F.kl_div(
@@ -111,4 +118,4 @@ class DistillationLoss:
             reduction="batchmean",
             log_target=True,
         )
-        return (1 - self.weight) * hard + self.weight * t * t * soft
+        return (1 - self.weight) * hard + self.weight * t * t * soft, hard

@@ -230,16 +230,22 @@ class Window:
     def __init__(self, device: torch.device) -> None:
         self.sync_every = 1 if device.type == "cpu" else 25
         self.loss_sum = torch.zeros((), device=device)
+        self.cross_entropy_sum = torch.zeros((), device=device)  # a distilled run's loss without the teacher's term
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.reset()
 
     def reset(self) -> None:
         self.started, self.seen = time.perf_counter(), 0
         self.loss_sum.zero_()
+        self.cross_entropy_sum.zero_()
         self.correct.zero_()
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(
+        self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, cross_entropy: torch.Tensor | None = None
+    ) -> None:
         self.loss_sum += loss.detach() * len(labels)
+        if cross_entropy is not None:
+            self.cross_entropy_sum += cross_entropy.detach() * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
 
     def check_finite(self, step: int, epoch: int, checkpoint_path: Path) -> None:
@@ -336,10 +342,10 @@ class Trainer:
         with self.autocast:
             logits, teacher_logits = self._forward(images)
         if teacher_logits is None:
-            loss = self.criterion(logits.float(), labels)
+            loss, cross_entropy = self.criterion(logits.float(), labels), None
         else:
-            loss = self.distill(logits.float(), labels, teacher_logits)
-        self.window.add(loss, logits, labels)
+            loss, cross_entropy = self.distill.with_cross_entropy(logits.float(), labels, teacher_logits)
+        self.window.add(loss, logits, labels, cross_entropy)
         if (self.progress.step + 1) % self.window.sync_every == 0:
             self.window.check_finite(self.progress.step, self.progress.epoch, self.folder.checkpoint_path)
         self.optimizer.zero_grad(set_to_none=True)
@@ -377,6 +383,8 @@ class Trainer:
             "train_loss": window.loss_sum.item() / seen,
             "train_top1": window.correct.item() / seen,
         }
+        if self.teacher is not None:  # train_loss is then the distillation objective
+            record["train_cross_entropy"] = window.cross_entropy_sum.item() / seen
         if self.data.val_batches is not None:
             metrics = evaluate(
                 self.served,

@@ -45,6 +45,8 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     epochs = [r["epoch"] for r in rows]
     figure, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    if all("train_cross_entropy" in row for row in rows):  # distilled: the part with the labels alone
+        loss_ax.plot(epochs, [r["train_cross_entropy"] for r in rows], "--", label="train, cross-entropy")
     validated = all(key in row for row in rows for key in VALIDATED)
     if validated:
         loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
