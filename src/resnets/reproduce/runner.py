@@ -31,7 +31,7 @@ class Budget:
     """How long each run trains, and with which recipe. `paper` is the ResNet paper's CIFAR schedule; `medium` and
     `fast` are the same schedule shape (lr / 10 at 50% and 75% of the steps) cut to fit a 2-core CPU: `medium` in
     hours per net, `fast` in minutes, long enough to see the curves' shapes. `zoo` is the recipe of the shipped
-    weights (`cifar-fast` with Cutout for 180 epochs, about the paper's 64k steps): its runs are the shipped files."""
+    weights (`cifar-fast` with Cutout for 180 epochs, about the paper's 64k steps): its runs are to be shipped."""
 
     name: str
     iterations: int  # optimizer steps per run, batch 128 (an epoch budget: its steps on the 45k split)
