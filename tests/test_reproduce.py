@@ -13,6 +13,7 @@ from resnets.models import create_model
 from resnets.reproduce import EXPERIMENTS, reproduce
 from resnets.reproduce.runner import BUDGETS, Result, Run, error_table, run_all
 from resnets.train import get_recipe
+from resnets.weights import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -108,7 +109,7 @@ def test_the_zoo_budget_resumes_a_run_of_the_shipped_recipe_and_finishes_begun_r
     shipped = get_recipe("cifar-fast", epochs=180, cutout=16)  # `resnets train --recipe cifar-fast --epochs 180 ...`
     assert dataclasses.replace(zoo.recipe(), log_every=shipped.log_every) == shipped
     assert zoo.recipe().steps(352) == zoo.iterations == 63_360
-    assert "averaged over a horizontal flip" in zoo.describe() and "16x16 Cutout" in zoo.describe()
+    assert "on one view of each image, as the paper's" in zoo.describe() and "16x16 Cutout" in zoo.describe()
 
     # A run begun by `resnets train` with that recipe (here cut to 2 steps) is resumed, before any new run starts.
     runs, cache = tmp_path / "runs", tmp_path / "cache"
@@ -124,6 +125,14 @@ def test_the_zoo_budget_resumes_a_run_of_the_shipped_recipe_and_finishes_begun_r
     assert log.index("== resnet-32") < log.index("== resnet-20")
     assert "resuming with changed recipe values: --log-every 10 -> 0\n" in log  # the same recipe but its log
     assert [result.history[-1]["step"] for result in results] == [2, 2]
+    # The recipe evaluates averaged over a flip; the table's error is the one-view figure recorded at the end.
+    last = results[0].history[-1]
+    assert 0 < last["val_top1_one_view"] <= 1 and 0 < last["val_top5_one_view"] <= 1
+    assert results[0].val_errors == [100 * (1 - last["val_top1_one_view"])]
+    _, meta = read_state_dict(runs / "zoo-2it" / "resnet20" / "model.safetensors")
+    assert meta["val_top1_one_view"] == str(last["val_top1_one_view"]) and meta["eval_flip"] == "true"
+    two_figures = dataclasses.replace(results[0], histories=[[{**last, "val_top1": 0.9, "val_top1_one_view": 0.8}]])
+    assert two_figures.val_errors == pytest.approx([20.0])
 
 
 def test_unknown_experiment_or_budget_is_one_line(tmp_path, capsys):

@@ -395,6 +395,11 @@ class Trainer:
                 flip=self.recipe.eval_flip,
             )
             record.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
+            if self.recipe.eval_flip and progress.step >= self.total_steps:  # the papers' figure: one view
+                one_view = evaluate(
+                    self.served, self.data.val_batches, self.device, self.dtype, self.memory_format, flip=False
+                )
+                record.update(val_top1_one_view=one_view["top1"], val_top5_one_view=one_view["top5"])
         record.update(epoch_seconds=seconds, img_per_s=window.seen * self.ranks.world_size / seconds)
         progress.history.append(record)
         if self.ranks.is_main:
@@ -487,6 +492,7 @@ class Trainer:
                     "val_top1": str(final.get("val_top1", "")),
                     "val_top5": str(final.get("val_top5", "")),
                     "eval_flip": str(self.recipe.eval_flip).lower(),
+                    "val_top1_one_view": str(final.get("val_top1_one_view", "")),  # with eval_flip: no flip
                     "trained_on": json.dumps(self.trained_on),
                 },
             )
