@@ -119,12 +119,22 @@ def test_the_zoo_budget_resumes_a_run_of_the_shipped_recipe_and_finishes_begun_r
     assert main([*words, "--no-progress"]) == 0
     assert not (begun / "model.safetensors").exists()
     capsys.readouterr()
+    status = ["reproduce", "depth", "--budget", "zoo", "--iterations", "2", "--runs", str(runs), "--status"]
+    assert main(status) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["not started", "begun, no epoch recorded yet"] + [
+        "not started"
+    ] * 2
     plan = [Run("resnet-20", "resnet20"), Run("resnet-32", "resnet32")]
     results = run_all(plan, SAMPLE, runs, zoo, iterations=2, cache_dir=cache)
     log = capsys.readouterr().out
     assert log.index("== resnet-32") < log.index("== resnet-20")
     assert "resuming with changed recipe values: --log-every 10 -> 0\n" in log  # the same recipe but its log
     assert [result.history[-1]["step"] for result in results] == [2, 2]
+    assert main(status) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"resnet-32, seed 0 ({begun}): finished at step 2: validation top-1 ")
+    assert "(flip-averaged), " in lines[1] and "on one view;" in lines[1] and lines[3].endswith("not started")
     # The recipe evaluates averaged over a flip; the table's error is the one-view figure recorded at the end.
     last = results[0].history[-1]
     assert 0 < last["val_top1_one_view"] <= 1 and 0 < last["val_top5_one_view"] <= 1
@@ -207,3 +217,20 @@ def test_the_depth_report_over_seeds_gives_means_and_their_spread(tmp_path):
     text = EXPERIMENTS["depth"].report(results, tmp_path / "depth")
     assert "Reading: Validation error falls with every step in depth" in text
     assert "The mean of 3 runs per net (seeds), all measured on the same 5,000 held-out images" in text
+
+
+def test_a_stopped_runs_status_says_how_far_it_got(tmp_path):
+    from resnets.train.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    folder.write_config(
+        {"recipe": {"epochs": 10, "iterations": 0, "eval_flip": False}, "trained_on": [
+            {"device": "Some CPU", "precision": "float32", "from_step": 0},
+            {"device": "Other CPU", "precision": "bfloat16", "from_step": 352},
+        ]}
+    )  # fmt: skip
+    folder.append_metrics({"epoch": 2, "step": 704, "train_top1": 0.6, "val_top1": 0.5})
+    expected = (
+        "stopped after epoch 2 of 10 (step 704 of 3,520): validation top-1 50.00% (one view); Other CPU, bfloat16"
+    )
+    assert folder.status() == expected

@@ -312,8 +312,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from resnets.reproduce import reproduce
+    from resnets.reproduce import reproduce, status
 
+    if args.status:
+        plan = dict(out=args.out, budget=args.budget, iterations=args.iterations, runs_dir=args.runs, seeds=args.seeds)
+        print("\n".join(status(args.experiment, **plan)))
+        return
+    if args.data is None:
+        raise CliError("--data is required (only --status runs without it)")
     path = reproduce(
         args.experiment,
         args.data,
@@ -461,7 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = add("reproduce", cmd_reproduce, "rerun a paper experiment on CIFAR-10: results.md, figures, metrics")
     reproduce.add_argument("experiment", choices=["degradation", "depth", "v2-shortcuts", "v2-activations"])
-    reproduce.add_argument("--data", required=True, help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
+    reproduce.add_argument("--data", help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
+    reproduce.add_argument(
+        "--status", action="store_true", help="say where each run stands (step, validation, hardware); train nothing"
+    )
     reproduce.add_argument(
         "--budget",
         default="fast",

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from resnets.reproduce import degradation, depth, v2_activations, v2_shortcuts
-from resnets.reproduce.runner import BUDGETS, copy_metrics, run_all, write_report
+from resnets.reproduce.runner import BUDGETS, Budget, copy_metrics, run_all, run_status, write_report
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "degradation": degradation,
@@ -37,11 +37,7 @@ def reproduce(
     """Train what `experiment` needs (skipping finished runs, resuming stopped ones) and write
     `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path. With
     `seeds` > 1 each net is trained from that many seeds and the tables give the mean and its standard error."""
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
-    if budget not in BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    module, chosen = EXPERIMENTS[experiment], BUDGETS[budget]
+    module, chosen = _plan(experiment, budget)
     if iterations is None and experiment in ABLATIONS:
         iterations = chosen.ablation_iterations
     folder = Path(out) / experiment
@@ -63,3 +59,30 @@ def reproduce(
     words += ["--seeds", str(seeds)] if seeds > 1 else []
     command = " ".join(shlex.quote(word) for word in words)
     return write_report(folder, module.TITLE, command, chosen, iterations, results, body)
+
+
+def status(
+    experiment: str,
+    out: str | os.PathLike = "results",
+    budget: str = "fast",
+    iterations: int | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    seeds: int = 1,
+) -> list[str]:
+    """Where each run of `experiment` stands (the same runs `reproduce` with these arguments trains), one line each.
+
+    Example:
+        >>> print("\\n".join(status("depth", "docs/results", budget="zoo", runs_dir="training/reproduce")))
+    """
+    module, chosen = _plan(experiment, budget)
+    if iterations is None and experiment in ABLATIONS:
+        iterations = chosen.ablation_iterations
+    return run_status(module.runs(chosen), runs_dir or Path(out) / "runs", chosen, iterations, seeds=seeds)
+
+
+def _plan(experiment: str, budget: str) -> tuple[ModuleType, Budget]:
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    return EXPERIMENTS[experiment], BUDGETS[budget]

@@ -230,6 +230,20 @@ def run_all(
     return [_load_result(run, [root / trial.key for trial in run.seeds(seeds)]) for run in runs]
 
 
+def run_status(
+    runs: list[Run], runs_dir: str | os.PathLike, budget: Budget, iterations: int | None = None, *, seeds: int = 1
+) -> list[str]:
+    """One line per planned run (every seed) saying where it stands, training nothing: what a long reproduction
+    has done so far, and which run a process is training now."""
+    root = runs_root(runs_dir, budget, iterations)
+    lines = []
+    for run in (trial for planned in runs for trial in planned.seeds(seeds)):
+        folder = RunFolder(root / run.key)
+        busy = " [training now]" if not _RunLock(folder.path).free() else ""
+        lines.append(f"{run.label}, seed {run.seed} ({folder.path}): {folder.status()}{busy}")
+    return lines
+
+
 def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache_dir) -> None:
     print(f"== {run.label}, seed {run.seed} ({run.key}) -> {run_dir}", flush=True)
     resume = RunFolder(run_dir).checkpoint_path.exists()

@@ -121,6 +121,38 @@ class RunFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RunFolderError(f"{self.config_path}: unreadable ({error})") from None
 
+    def status(self) -> str:
+        """Where the run stands, in one line: not started, stopped at some epoch, or finished, with its last
+        validation figure and the hardware of its last stretch.
+
+        Example:
+            >>> RunFolder("training/reproduce/zoo/resnet56").status()
+            'stopped at epoch 68 of 180 (step 23,936 of 63,360): validation top-1 81.10% (flip-averaged); ...'
+        """
+        if not self.config_path.is_file():
+            return "not started"
+        config = self.config()
+        rows = self.metrics() if self.metrics_path.is_file() else []
+        if not rows:
+            return "begun, no epoch recorded yet"
+        last, recipe = rows[-1], config.get("recipe", {})
+        steps_per_epoch = last["step"] / last["epoch"] if last["epoch"] else 0
+        total = recipe.get("iterations") or round(recipe.get("epochs", 0) * steps_per_epoch)
+        epochs = total / steps_per_epoch if steps_per_epoch else 0
+        if "val_top1" in last:
+            view = "flip-averaged" if recipe.get("eval_flip") else "one view"
+            figure = f"validation top-1 {100 * last['val_top1']:.2f}% ({view})"
+            if "val_top1_one_view" in last:
+                figure += f", {100 * last['val_top1_one_view']:.2f}% on one view"
+        else:
+            figure = f"training top-1 {100 * last['train_top1']:.2f}% (no hold-out)"
+        stretches = config.get("trained_on") or [{"device": config.get("device"), "precision": config.get("precision")}]
+        hardware = f"{stretches[-1]['device']}, {stretches[-1]['precision']}"
+        if self.model_path.is_file():
+            return f"finished at step {last['step']:,}: {figure}; {hardware}"
+        where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
+        return f"stopped after {where}: {figure}; {hardware}"
+
     def require_checkpoint(self) -> None:
         """--resume needs a checkpoint: checked before any data is read."""
         if not self.checkpoint_path.is_file():
