@@ -234,3 +234,17 @@ def test_a_stopped_runs_status_says_how_far_it_got(tmp_path):
         "stopped after epoch 2 of 10 (step 704 of 3,520): validation top-1 50.00% (one view); Other CPU, bfloat16"
     )
     assert folder.status() == expected
+
+
+def test_the_run_nearest_its_end_goes_first(tmp_path):
+    from resnets.reproduce.runner import _steps_done
+    from resnets.train.run_folder import RunFolder
+
+    folders = {name: RunFolder(tmp_path / name) for name in ("new", "begun", "early", "late")}
+    for name, last_step in (("begun", None), ("early", 352), ("late", 24_288)):
+        folders[name].path.mkdir()
+        folders[name].checkpoint_path.write_bytes(b"")
+        if last_step:
+            folders[name].append_metrics({"epoch": last_step // 352, "step": last_step})
+    order = sorted(folders, key=lambda name: -_steps_done(folders[name]))
+    assert order == ["late", "early", "begun", "new"]

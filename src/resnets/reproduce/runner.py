@@ -213,7 +213,7 @@ def run_all(
     recipe = budget.recipe(iterations)
     trials = [trial for run in runs for trial in run.seeds(seeds)]
     waiting = [run for run in trials if not RunFolder(root / run.key).model_path.exists()]
-    waiting.sort(key=lambda run: not RunFolder(root / run.key).checkpoint_path.exists())  # finish what was begun first
+    waiting.sort(key=lambda run: -_steps_done(RunFolder(root / run.key)))  # the run nearest its end goes first
     while waiting:
         # A run another process is training (experiments share runs) is left for later, not waited on.
         for run in list(waiting):
@@ -242,6 +242,14 @@ def run_status(
         busy = " [training now]" if not _RunLock(folder.path).free() else ""
         lines.append(f"{run.label}, seed {run.seed} ({folder.path}): {folder.status()}{busy}")
     return lines
+
+
+def _steps_done(folder: RunFolder) -> int:
+    """How far a begun run got, by its last record (0 before its first); -1 for a run not begun."""
+    if not folder.checkpoint_path.exists():
+        return -1
+    rows = folder.metrics() if folder.metrics_path.is_file() else []
+    return rows[-1]["step"] if rows else 0
 
 
 def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache_dir) -> None:
