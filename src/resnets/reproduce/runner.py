@@ -20,10 +20,9 @@ from typing import Any
 from resnets.atomic import atomic_write
 from resnets.models import CIFAR_DEPTHS, create_model
 from resnets.train import get_recipe, train
-from resnets.train.loop import hardware_history
 from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
-from resnets.train.run_folder import RunFolder
+from resnets.train.run_folder import RunFolder, hardware_history
 
 
 @dataclasses.dataclass(frozen=True)

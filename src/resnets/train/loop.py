@@ -38,7 +38,7 @@ from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.distill import DistillationLoss, TeacherNet, load_teacher
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
-from resnets.train.run_folder import RunFolder
+from resnets.train.run_folder import RunFolder, hardware_history
 from resnets.weights import save_safetensors
 from resnets.weights.metadata import WeightsMetadata
 
@@ -126,16 +126,6 @@ def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def hardware_history(config: dict) -> list[dict]:
-    """The stretches of device and precision a run trained with, read from its config.json; a config written before
-    `trained_on` existed counts as one stretch from step 0.
-
-    Example:
-        >>> hardware_history(json.loads(Path("runs/r20/config.json").read_text()))[0]["device"]
-    """
-    return config.get("trained_on") or [{"device": config["device"], "precision": config["precision"], "from_step": 0}]
 
 
 def _stretches(previous_config: Path | None, run_info: dict, step: int) -> list[dict]:

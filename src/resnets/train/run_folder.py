@@ -36,6 +36,16 @@ PREVIOUS = ".previous-run"  # where --overwrite sets the old run aside until the
 FIXED_ON_RESUME = ("batch_size", "val_fraction", "seed", "image_size")
 
 
+def hardware_history(config: dict) -> list[dict]:
+    """The stretches of device and precision a run trained with, read from its config.json; a config written before
+    `trained_on` existed counts as one stretch from step 0.
+
+    Example:
+        >>> hardware_history(RunFolder("runs/r20").config())[0]["device"]
+    """
+    return config.get("trained_on") or [{"device": config["device"], "precision": config["precision"], "from_step": 0}]
+
+
 class RunFolderError(ResnetsError, ValueError):
     """A run folder that cannot be used as asked: one line says what it holds and what to pass."""
 
@@ -127,7 +137,7 @@ class RunFolder:
 
         Example:
             >>> RunFolder("training/reproduce/zoo/resnet56").status()
-            'stopped at epoch 68 of 180 (step 23,936 of 63,360): validation top-1 81.10% (flip-averaged); ...'
+            'stopped after epoch 73 of 180 (step 25,696 of 63,360): validation top-1 86.04% (flip-averaged); ...'
         """
         if not self.config_path.is_file():
             return "not started"
@@ -146,8 +156,8 @@ class RunFolder:
                 figure += f", {100 * last['val_top1_one_view']:.2f}% on one view"
         else:
             figure = f"training top-1 {100 * last['train_top1']:.2f}% (no hold-out)"
-        stretches = config.get("trained_on") or [{"device": config.get("device"), "precision": config.get("precision")}]
-        hardware = f"{stretches[-1]['device']}, {stretches[-1]['precision']}"
+        latest = hardware_history(config)[-1]
+        hardware = f"{latest['device']}, {latest['precision']}"
         if self.model_path.is_file():
             return f"finished at step {last['step']:,}: {figure}; {hardware}"
         where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
