@@ -141,6 +141,7 @@ def test_the_zoo_budget_resumes_a_run_of_the_shipped_recipe_and_finishes_begun_r
     assert results[0].val_errors == [100 * (1 - last["val_top1_one_view"])]
     _, meta = read_state_dict(runs / "zoo-2it" / "resnet20" / "model.safetensors")
     assert meta["val_top1_one_view"] == str(last["val_top1_one_view"]) and meta["eval_flip"] == "true"
+    assert " --recipe cifar-fast --iterations 2 --cutout 16 --out " in meta["command"]  # how to make it alone
     two_figures = dataclasses.replace(results[0], histories=[[{**last, "val_top1": 0.9, "val_top1_one_view": 0.8}]])
     assert two_figures.val_errors == pytest.approx([20.0])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,12 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from resnets.cli import main
+from resnets.cli import _parse_overrides, build_parser, main, recipe_from_args
 from resnets.models import create_model
 from resnets.train import TrainingError, get_recipe, loop, train
 from resnets.train.loop import compile_pays, weights_average
 from resnets.train.plots import read_metrics
 from resnets.train.recipes import Recipe, field_help
+from resnets.weights import read_state_dict
 from resnets.weights.readers import WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,20 @@ def test_paper_recipe_schedule_matches_section_4_2():
     assert imagenet.lr_at(30 * 5005, 5005) == pytest.approx(0.01)
 
 
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        get_recipe("cifar-fast", epochs=180, cutout=16),
+        get_recipe("cifar-paper", iterations=12_000, milestones=(6_000, 9_000), eval_every=1_000),
+        get_recipe("imagenet-paper", lr=1 / 3, nesterov=True, eval_flip=True, precision="fp32", compile=False),
+        get_recipe("cifar-fast", milestones=(), teacher="runs/r56", val_fraction=0.0, schedule="step"),
+    ],
+)
+def test_a_recipe_flags_read_back_as_the_same_recipe(recipe):
+    args = build_parser().parse_args(["train", "--model", "resnet20", "--data", "D", "--out", "R", *recipe.flags()])
+    assert recipe_from_args(args) == recipe
+
+
 def test_every_recipe_field_is_explained_in_help(capsys):
     helps = field_help()
     assert {f.name for f in dataclasses.fields(Recipe)} - {"name"} <= set(helps)
@@ -82,6 +98,13 @@ def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert (config["train_images"], config["val_images"]) == (900, 100)
     assert config["precision"] in ("float32", "bfloat16")
+    # The run says how to make it again: a `resnets train` command line, in config.json and in the weights file.
+    command = shlex.split(config["command"])
+    assert command[:2] == ["resnets", "train"] and command[-2:] == ["--out", str(run)]
+    args = build_parser().parse_args(command[1:])
+    assert (args.model, args.data, _parse_overrides(args.set)) == ("resnet20", str(SAMPLE), {"depth": 8})
+    assert dataclasses.replace(recipe_from_args(args), log_every=0) == tiny_recipe()  # how often it logs aside
+    assert read_state_dict(run / "model.safetensors")[1]["command"] == config["command"]
 
     weights = str(run / "model.safetensors")
     capsys.readouterr()  # the training log

@@ -14,7 +14,10 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resnets.train.recipes import Recipe
 
 from resnets.errors import ResnetsError
 
@@ -185,22 +188,29 @@ def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=type(default), default=None, metavar=metavar, help=text)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe `resnets train` parsed arguments ask for: the named recipe with each flag given."""
     import dataclasses
 
-    from resnets.train import get_recipe, train
+    from resnets.train import get_recipe
     from resnets.train.recipes import Recipe
+
+    fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "name"]
+    overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    if "milestones" in overrides:
+        overrides["milestones"] = tuple(overrides["milestones"])
+    return get_recipe(args.recipe, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from resnets.train import train
 
     if args.resume and args.overwrite:
         raise CliError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     model_overrides = _parse_overrides(args.set)
     if "num_classes" in model_overrides:
         raise CliError("--set num_classes: a trained model has as many classes as the data's class folders")
-    fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "name"]
-    overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
-    if "milestones" in overrides:
-        overrides["milestones"] = tuple(overrides["milestones"])
-    recipe = get_recipe(args.recipe, **overrides)
+    recipe = recipe_from_args(args)
     result = train(
         args.model,
         args.data,

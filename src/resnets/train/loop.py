@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import signal
 import time
 import warnings
@@ -484,6 +485,7 @@ class Trainer:
                     "eval_flip": str(self.recipe.eval_flip).lower(),
                     "val_top1_one_view": str(final.get("val_top1_one_view", "")),  # with eval_flip: no flip
                     "trained_on": json.dumps(self.trained_on),
+                    "command": self.folder.config().get("command", ""),
                 },
             )
             save_safetensors(self.served.state_dict(), self.folder.model_path, card.to_strings())
@@ -583,6 +585,22 @@ def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> d
     return None
 
 
+def train_command(
+    model_name: str, model_overrides: dict[str, Any], recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike
+) -> str:
+    """The `resnets train` command line that makes this run, whichever way it was started (the CLI, `reproduce`,
+    the Python API): config.json and the weights file keep it.
+
+    Example:
+        >>> train_command("resnet20", {}, get_recipe("cifar-fast", epochs=180), "cifar10", "runs/r20")
+        'resnets train --model resnet20 --data cifar10 --recipe cifar-fast --epochs 180 --out runs/r20'
+    """
+    words = ["resnets", "train", "--model", model_name, "--data", str(data), *recipe.flags()]
+    if model_overrides:
+        words += ["--set", *(f"{key}={json.dumps(value)}" for key, value in model_overrides.items())]
+    return shlex.join([*words, "--out", str(out)])
+
+
 def _run_info(model_name, model_overrides, recipe, data, run_data: RunData, device, dtype, ranks) -> dict[str, Any]:
     """What config.json records of a run before it starts (the model's size and the hardware follow)."""
     return {
@@ -610,6 +628,9 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
     run_info["parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     run_info["layers"] = trainer.model.config.depth
     run_info["compiled"] = trainer.compiled
+    run_info["command"] = train_command(
+        run_info["model"], run_info["model_overrides"], recipe, run_info["data"], folder.path
+    )
     if trainer.teacher is not None:
         run_info["teacher"] = trainer.teacher.description
         run_info["teacher_sha256"] = trainer.teacher.sha256

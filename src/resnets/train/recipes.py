@@ -167,6 +167,35 @@ class Recipe:
         """Plain values (enums as their strings), for config.json."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def flags(self) -> list[str]:
+        """The `resnets train` flags that make this recipe: `--recipe NAME`, then each field that differs from the
+        named recipe (the logging fields aside: they change no weight).
+
+        Example:
+            >>> get_recipe("cifar-fast", epochs=180, cutout=16).flags()
+            ['--recipe', 'cifar-fast', '--epochs', '180', '--cutout', '16']
+        """
+        base = RECIPES.get(self.name, Recipe(name=self.name))
+        words = ["--recipe", self.name]
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in ("name", "log_every", "tensorboard") or value == getattr(base, field.name):
+                continue
+            flag = _flag(field.name)
+            if isinstance(value, bool):
+                words.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, tuple):
+                words += [flag, *map(_number, value)]
+            elif value is not None:  # compile's None (decide by run length) is every recipe's default
+                words += [flag, _number(value) if isinstance(value, float | int) else str(_plain(value))]
+        return words
+
+
+def _number(value: float) -> str:
+    """As short as it reads back exactly: 180.0 -> '180', 0.0005 -> '0.0005'."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
 
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
