@@ -115,6 +115,10 @@ def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 100 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
 
+    assert main(["status", str(run)]) == 0
+    assert capsys.readouterr().out.startswith(f"{run}: finished at step 30: validation top-1 ")
+    assert main(["status", str(tmp_path / "elsewhere")]) == 2
+    assert capsys.readouterr().err.strip().endswith("elsewhere: no such run folder")
     assert main(["plot", str(run)]) == 0
     assert (run / "curves.png").stat().st_size > 10_000
 

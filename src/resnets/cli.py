@@ -268,6 +268,15 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {plot_run(args.run_dir, args.out)}")
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from resnets.train.run_folder import RunFolder
+
+    for run_dir in args.run_dirs:
+        if not Path(run_dir).is_dir():
+            raise CliError(f"{run_dir}: no such run folder")
+        print(f"{run_dir}: {RunFolder(run_dir).status()}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import dataclasses
 
@@ -504,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot = add("plot", cmd_plot, "loss, error and learning-rate curves of a run, as PNG")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+
+    status = add("status", cmd_status, "where runs stand: step, epoch, last validation figure, hardware; one line each")
+    status.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     return parser
 
 
