@@ -59,10 +59,15 @@ class Budget:
         steps = iterations or self.iterations
         if self.recipe_name != "cifar-paper":
             recipe = self.recipe(iterations)
-            length = f"{recipe.epochs:g} epochs" if not recipe.iterations else f"{steps:,} iterations"
+            length = (
+                f"{steps:,} iterations of batch {recipe.batch_size} (the paper: 64,000)"
+                if recipe.iterations
+                else f"{recipe.epochs:g} epochs of batch {recipe.batch_size} ({steps:,} iterations on the 45k split; "
+                "the paper: 64,000)"
+            )
             return (
                 f"`{self.name}`: the shipped weights' recipe, `{self.recipe_name}` with `--cutout {self.cutout}` for "
-                f"{length} of batch {recipe.batch_size} ({steps:,} iterations on the 45k split; the paper: 64,000), "
+                f"{length}, "
                 f"linear warm-up over {recipe.warmup_iterations} iterations then cosine from lr {recipe.lr:g}, SGD "
                 f"nesterov momentum {recipe.momentum:g}, weight decay {recipe.weight_decay:g} on weights only, pad-4 "
                 f"crop and flip and a {self.cutout}x{self.cutout} Cutout square; the tables' validation error is "
