@@ -114,6 +114,14 @@ def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
     )
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 100 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    # The run folder stands for its weights file; one without weights says so in one line.
+    assert (
+        main(["eval", "--model", "resnet20", "--weights", str(run), "--data", str(SAMPLE), "--split", "val", "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == metrics
+    assert main(["eval", "--model", "resnet20", "--weights", str(tmp_path), "--data", str(SAMPLE), "--json"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
     assert main(["status", str(run)]) == 0
     assert capsys.readouterr().out.startswith(f"{run}: finished at step 30: validation top-1 ")

@@ -29,6 +29,7 @@ from resnets.data import (
 )
 from resnets.models import ResNet, get_entry
 from resnets.train.evaluate import evaluate
+from resnets.train.run_folder import RunFolder
 from resnets.weights import WeightsError, read_state_dict
 from resnets.weights.loading import apply_state_dict
 from resnets.weights.metadata import WeightsMetadata
@@ -59,10 +60,11 @@ class Predictor:
 
     @classmethod
     def load(cls, model_name: str, weights: str | os.PathLike | None = None, pretrained: bool = False) -> Predictor:
-        """The model with its weights; preprocessing and class names come from the weights' metadata."""
+        """The model with its weights (a file, or the run folder of `resnets train` that holds one); preprocessing
+        and class names come from the weights' metadata."""
         if (weights is None) == (not pretrained):
             raise ValueError("give exactly one of --weights FILE or --pretrained")
-        path = pretrained_for(model_name).path if pretrained else Path(weights)
+        path = pretrained_for(model_name).path if pretrained else _weights_file(Path(weights))
         entry = get_entry(model_name)  # an unknown name fails before the file is read
         tensors, meta = read_state_dict(path)
         if "fc.weight" not in tensors:
@@ -169,3 +171,13 @@ def _recorded_val_fraction(card: WeightsMetadata) -> float | None:
         return float(json.loads(card.extra["recipe_fields"])["val_fraction"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _weights_file(path: Path) -> Path:
+    """A weights file, or the model.safetensors of the run folder given instead."""
+    if not path.is_dir():
+        return path
+    model = RunFolder(path).model_path
+    if not model.is_file():
+        raise WeightsError(f"{path}: a folder without {model.name} (a run folder whose run has not finished?)")
+    return model
