@@ -62,6 +62,7 @@ def test_paper_recipe_schedule_matches_section_4_2():
         get_recipe("cifar-paper", iterations=12_000, milestones=(6_000, 9_000), eval_every=1_000),
         get_recipe("imagenet-paper", lr=1 / 3, nesterov=True, eval_flip=True, precision="fp32", compile=False),
         get_recipe("cifar-fast", milestones=(), teacher="runs/r56", val_fraction=0.0, schedule="step"),
+        get_recipe("cifar-paper", iterations=2_000_000, milestones=(1_000_000, 1_500_000), seed=12_345_678),
     ],
 )
 def test_a_recipe_flags_read_back_as_the_same_recipe(recipe):

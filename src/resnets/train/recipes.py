@@ -192,7 +192,9 @@ class Recipe:
 
 
 def _number(value: float) -> str:
-    """As short as it reads back exactly: 180.0 -> '180', 0.0005 -> '0.0005'."""
+    """As short as it reads back exactly: 180.0 -> '180', 0.0005 -> '0.0005', 2_000_000 -> '2000000'."""
+    if isinstance(value, int) or value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     short = f"{value:g}"
     return short if float(short) == value else repr(value)
 
