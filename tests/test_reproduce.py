@@ -230,9 +230,13 @@ def test_a_stopped_runs_status_says_how_far_it_got(tmp_path):
             {"device": "Other CPU", "precision": "bfloat16", "from_step": 352},
         ]}
     )  # fmt: skip
-    folder.append_metrics({"epoch": 2, "step": 704, "train_top1": 0.6, "val_top1": 0.5})
+    # An epoch on the earlier CPU, two on the latest (the second paused for a while).
+    for epoch, seconds in ((1, 100.0), (2, 360.0), (3, 2_000.0)):
+        record = {"epoch": epoch, "step": 352 * epoch, "train_top1": 0.6, "val_top1": 0.5, "epoch_seconds": seconds}
+        folder.append_metrics(record)
     expected = (
-        "stopped after epoch 2 of 10 (step 704 of 3,520): validation top-1 50.00% (one view); Other CPU, bfloat16"
+        "stopped after epoch 3 of 10 (step 1,056 of 3,520): validation top-1 50.00% (one view); Other CPU, bfloat16"
+        "; at least 0.7 h of training left (at its fastest recent pace)"  # 7 epochs at 360 s
     )
     assert folder.status() == expected
 

@@ -161,7 +161,7 @@ class RunFolder:
         if self.model_path.is_file():
             return f"finished at step {last['step']:,}: {figure}; {hardware}"
         where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
-        return f"stopped after {where}: {figure}; {hardware}"
+        return f"stopped after {where}: {figure}; {hardware}{_time_left(rows, total, latest.get('from_step', 0))}"
 
     def require_checkpoint(self) -> None:
         """--resume needs a checkpoint: checked before any data is read."""
@@ -241,6 +241,19 @@ class RunFolder:
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as file:
             file.write(json.dumps(record) + "\n")
+
+
+def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:
+    """The steps left at the fastest pace of the last five records on the latest hardware (from `since_step`;
+    training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs slower."""
+    steps = [row["step"] - before["step"] for before, row in zip([{"step": 0}, *rows], rows, strict=False)]
+    paces = [row.get("epoch_seconds", 0.0) / n for row, n in zip(rows, steps, strict=True) if n > 0]
+    recent = [row["step"] > since_step for row, n in zip(rows, steps, strict=True) if n > 0]
+    paces = [pace for pace, current in zip(paces, recent, strict=True) if current and pace > 0][-5:]
+    if not paces or total <= rows[-1]["step"]:
+        return ""
+    hours = (total - rows[-1]["step"]) * min(paces) / 3600
+    return f"; at least {hours:.1f} h of training left (at its fastest recent pace)"
 
 
 def _rounded(value: Any) -> Any:
