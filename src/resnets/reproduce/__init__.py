@@ -37,9 +37,7 @@ def reproduce(
     """Train what `experiment` needs (skipping finished runs, resuming stopped ones) and write
     `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path. With
     `seeds` > 1 each net is trained from that many seeds and the tables give the mean and its standard error."""
-    module, chosen = _plan(experiment, budget)
-    if iterations is None and experiment in ABLATIONS:
-        iterations = chosen.ablation_iterations
+    module, chosen, iterations = _plan(experiment, budget, iterations)
     folder = Path(out) / experiment
     results = run_all(
         module.runs(chosen),
@@ -74,15 +72,18 @@ def status(
     Example:
         >>> print("\\n".join(status("depth", "docs/results", budget="zoo", runs_dir="training/reproduce")))
     """
-    module, chosen = _plan(experiment, budget)
-    if iterations is None and experiment in ABLATIONS:
-        iterations = chosen.ablation_iterations
+    module, chosen, iterations = _plan(experiment, budget, iterations)
     return run_status(module.runs(chosen), runs_dir or Path(out) / "runs", chosen, iterations, seeds=seeds)
 
 
-def _plan(experiment: str, budget: str) -> tuple[ModuleType, Budget]:
+def _plan(experiment: str, budget: str, iterations: int | None) -> tuple[ModuleType, Budget, int | None]:
+    """The experiment's module, its budget, and the steps per run (None: the budget's own; the V2 ablations
+    default to the budget's ablation length)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    return EXPERIMENTS[experiment], BUDGETS[budget]
+    chosen = BUDGETS[budget]
+    if iterations is None and experiment in ABLATIONS:
+        iterations = chosen.ablation_iterations
+    return EXPERIMENTS[experiment], chosen, iterations
