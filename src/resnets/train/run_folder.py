@@ -246,10 +246,12 @@ class RunFolder:
 def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:
     """The steps left at the fastest pace of the last five records on the latest hardware (from `since_step`;
     training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs slower."""
-    steps = [row["step"] - before["step"] for before, row in zip([{"step": 0}, *rows], rows, strict=False)]
-    paces = [row.get("epoch_seconds", 0.0) / n for row, n in zip(rows, steps, strict=True) if n > 0]
-    recent = [row["step"] > since_step for row, n in zip(rows, steps, strict=True) if n > 0]
-    paces = [pace for pace, current in zip(paces, recent, strict=True) if current and pace > 0][-5:]
+    paces, previous_step = [], 0
+    for row in rows:
+        steps, previous_step = row["step"] - previous_step, row["step"]
+        if steps > 0 and row["step"] > since_step and row.get("epoch_seconds", 0.0) > 0:
+            paces.append(row["epoch_seconds"] / steps)
+    paces = paces[-5:]
     if not paces or total <= rows[-1]["step"]:
         return ""
     hours = (total - rows[-1]["step"]) * min(paces) / 3600
