@@ -6,7 +6,9 @@ Our engine runs as a real run does (batch augmentation on a uint8 tensor for sma
 where the CPU has it natively, fused SGD, and the model compiled as it is by default for runs of 2,000+ steps: these
 short runs ask for it, and its compile time falls in the warm-up, as it would in a long run). The timed steps
 fall inside one epoch, in whole batches, as nearly all of a real run's do. The two alternate, a few rounds each,
-so that a noisy machine hurts both alike; the figure is the median img/s of each and their ratio.
+so that a noisy machine hurts both alike; the img/s are each loop's median, the ratio is the median of the rounds'
+ratios (each round's two timings a minute or two apart, so a shared machine's slow drift in speed, which can move a
+loop's img/s by a fifth within ten minutes, falls on both), and the rounds' lowest and highest ratios follow it.
 
 Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50] [--eager] [--device cuda]
 
@@ -137,8 +139,11 @@ def compare(name: str, run_plain, run_ours, rounds: int) -> None:
     for _ in range(rounds):
         plain.append(run_plain())
         ours.append(run_ours())
-    p, o = statistics.median(plain), statistics.median(ours)
-    print(f"{name:<28} plain loop {p:7.1f} img/s   resnets train {o:7.1f} img/s   ratio {o / p:4.2f}x")
+    ratios = [o / p for p, o in zip(plain, ours, strict=True)]
+    print(
+        f"{name:<28} plain loop {statistics.median(plain):7.1f} img/s   resnets train {statistics.median(ours):7.1f} "
+        f"img/s   ratio {statistics.median(ratios):4.2f}x (rounds {min(ratios):.2f} to {max(ratios):.2f})"
+    )
 
 
 def main() -> None:
