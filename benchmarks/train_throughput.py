@@ -7,8 +7,8 @@ where the CPU has it natively, fused SGD, and the model compiled as it is by def
 short runs ask for it, and its compile time falls in the warm-up, as it would in a long run). The timed steps
 fall inside one epoch, in whole batches, as nearly all of a real run's do. The two alternate, a few rounds each,
 so that a noisy machine hurts both alike; the img/s are each loop's median, the ratio is the median of the rounds'
-ratios (each round's two timings a minute or two apart, so a shared machine's slow drift in speed, which can move a
-loop's img/s by a fifth within ten minutes, falls on both), and the rounds' lowest and highest ratios follow it.
+ratios (each round's two timings a minute or two apart, so that a shared machine's slow drift in speed falls on
+both), and the rounds' lowest and highest ratios follow it.
 
 Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50] [--eager] [--device cuda]
 
