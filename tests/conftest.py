@@ -10,6 +10,8 @@ import pytest
 
 from resnets import hardware
 
+native_cpu_flags = hardware.cpu_flags  # taken before any simulation replaces it
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -35,6 +37,13 @@ def simulated_cpu_kind(request: pytest.FixtureRequest):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hardware, "cpu_flags", lambda: hardware.CPU_KINDS[kind])
         yield kind
+
+
+@pytest.fixture
+def cpu_at_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins `resnets.hardware` to the CPU at hand, for a test whose figure comes from the kernels that really run
+    (int8 saturation without VNNI): a simulated kind's choices would be judged on another CPU's kernels."""
+    monkeypatch.setattr(hardware, "cpu_flags", native_cpu_flags)
 
 
 @pytest.fixture(autouse=True)

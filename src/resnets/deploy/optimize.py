@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from resnets.errors import RuntimeUnsupported
 from resnets.hardware import Precision, can_compile, cpu_has_native_bf16, cpu_has_vnni
 from resnets.models import input_size
 
@@ -271,16 +272,27 @@ def openvino_precision(compiled) -> Precision:
     return Precision.FP32
 
 
+def openvino_runs_bf16() -> bool:
+    """Whether OpenVINO itself finds native BF16 on this CPU: its own reading wins over the CPU flags, which a VM or
+    a simulated CPU kind may overstate (it would then quietly keep f32 under a bf16 label).
+
+    Example: `openvino_runs_bf16()  # False on an AVX2-only CPU`
+    """
+    import openvino
+
+    return cpu_has_native_bf16() and "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def openvino_compile(source: str | Path, dtype: Precision):
     """An OpenVINO CPU model from an ONNX or IR file: bf16 asked for only where the CPU runs it natively (OpenVINO
     would pick it by itself on such a CPU, and fp32 graphs must stay fp32), one latency-tuned stream, as many threads
     as torch uses."""
     import openvino
 
-    if dtype == Precision.BF16 and not cpu_has_native_bf16():
-        raise ValueError("OpenVINO runs bf16 only on CPUs with native BF16 (AVX-512 BF16 or AMX)")
+    if dtype == Precision.BF16 and not openvino_runs_bf16():
+        raise RuntimeUnsupported("OpenVINO runs bf16 only on CPUs with native BF16 (AVX-512 BF16 or AMX)")
     # int8 graphs keep their non-quantized layers in bf16 where that is native, as OpenVINO's default does
-    bf16 = dtype == Precision.BF16 or (dtype == Precision.INT8 and cpu_has_native_bf16())
+    bf16 = dtype == Precision.BF16 or (dtype == Precision.INT8 and openvino_runs_bf16())
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
@@ -288,7 +300,7 @@ def openvino_compile(source: str | Path, dtype: Precision):
     }
     compiled = openvino.Core().compile_model(str(source), "CPU", config)
     if dtype == Precision.BF16 and openvino_precision(compiled) != Precision.BF16:
-        raise ValueError("OpenVINO runs bf16 only on CPUs with native BF16 (AVX-512 BF16 or AMX)")
+        raise RuntimeUnsupported("OpenVINO runs bf16 only on CPUs with native BF16 (AVX-512 BF16 or AMX)")
     return compiled
 
 
@@ -326,7 +338,7 @@ def _fastest_accurate(
         if dtype == Precision.BF16 and not bf16_wanted:
             return False
         if name == Runtime.OPENVINO:  # its bf16 needs the CPU's own (it refuses to emulate)
-            return has_openvino and device.type == "cpu" and (dtype != Precision.BF16 or cpu_has_native_bf16())
+            return has_openvino and device.type == "cpu" and (dtype != Precision.BF16 or openvino_runs_bf16())
         return name == Runtime.TORCH or device.type == "cpu"
 
     candidates = [(dtype, Runtime.TORCH, compiled) for dtype in PRECISIONS for compiled in compiles]
