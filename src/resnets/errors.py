@@ -7,4 +7,4 @@ class ResnetsError(Exception):
 
 class RuntimeUnsupported(ResnetsError, ValueError):
     """A runtime cannot serve a precision on this machine (OpenVINO's bf16 on a CPU without native BF16): the automatic
-    choice passes over it, a runtime asked for by name reports it."""
+    choice leaves it out, a runtime asked for by name reports it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import functools
 import importlib.util
 import shutil
 import tempfile
@@ -278,9 +279,14 @@ def openvino_runs_bf16() -> bool:
 
     Example: `openvino_runs_bf16()  # False on an AVX2-only CPU`
     """
+    return cpu_has_native_bf16() and "BF16" in _openvino_cpu_capabilities()
+
+
+@functools.cache
+def _openvino_cpu_capabilities() -> tuple[str, ...]:
     import openvino
 
-    return cpu_has_native_bf16() and "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return tuple(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def openvino_compile(source: str | Path, dtype: Precision):
