@@ -186,3 +186,25 @@ def test_predict_names_each_bad_file_and_classifies_the_rest(tmp_path, capsys):
     assert "too small" in results["tiny.png"]["error"]
     assert "no such file" in results["missing.jpg"]["error"]
     assert len(captured.err.strip().splitlines()) == 3
+
+
+def test_predict_reads_folders_in_order_and_batch_by_batch(tmp_path, capsys):
+    from resnets.deploy.predict import PREDICT_BATCH, Predictor
+    from resnets.weights import save_safetensors
+
+    model = __import__("resnets").create_model("resnet20", depth=8)
+    meta = {"model": "resnet20", "model_overrides": json.dumps({"depth": 8}), "mean": "[0.5,0.5,0.5]"}
+    weights = save_safetensors(model.state_dict(), tmp_path / "w.safetensors", meta)
+    photos = make_folder(tmp_path / "photos", classes=("a", "b/deeper"), per_class=PREDICT_BATCH // 2 + 3)
+    (tmp_path / "empty").mkdir()
+    # --model left out: the weights name their net
+    assert main(["predict", "--weights", str(weights), "--json", str(photos), str(tmp_path / "empty")]) == 1
+    results = json.loads(capsys.readouterr().out)
+    files = sorted(str(p) for p in photos.rglob("*.png"))
+    assert [r["file"] for r in results] == [*files, str(tmp_path / "empty")]  # more than one batch, in order
+    assert "no images in it" in results[-1]["error"]
+    predictor = Predictor.load(None, weights=weights)
+    alone = [predictor.predict_files([file])[0]["top"] for file in (files[0], files[-1])]
+    for single, batched in zip(alone, (results[0]["top"], results[len(files) - 1]["top"]), strict=True):
+        assert [t["class"] for t in single] == [t["class"] for t in batched]
+        assert [t["probability"] for t in single] == pytest.approx([t["probability"] for t in batched], abs=1e-5)

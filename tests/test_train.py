@@ -357,3 +357,24 @@ def test_tensorboard_without_its_package_is_said_not_ignored(tmp_path, monkeypat
     kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False, stop_after_steps=1)
     with pytest.warns(UserWarning, match="--tensorboard needs the tensorboard package"):
         train("resnet20", SAMPLE, tmp_path / "run", tiny_recipe(epochs=1, tensorboard=True), **kwargs)
+
+
+def test_an_unfinished_run_is_evaluated_from_its_checkpoint_with_its_preprocessing(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(
+        "resnet20", SAMPLE, run, tiny_recipe(epochs=1), model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False
+    )
+    capsys.readouterr()  # the training log
+    evaluate = ["eval", "--data", str(SAMPLE), "--split", "val", "--json", "--weights"]
+    assert main([*evaluate, str(run / "model.safetensors")]) == 0  # no --model: the file names its net
+    finished = json.loads(capsys.readouterr().out)
+    # A checkpoint holds tensors only: its classes and normalization come from the run's config.json, so it scores
+    # what the weights file scores (read with ImageNet's mean and std, the figures would move).
+    assert main([*evaluate, str(run / "checkpoint.pt")]) == 0
+    assert json.loads(capsys.readouterr().out) == finished
+    (run / "model.safetensors").rename(tmp_path / "aside.safetensors")  # as a run that has not finished
+    with pytest.warns(UserWarning, match="has not finished; its latest checkpoint is used"):
+        assert main([*evaluate, str(run)]) == 0
+    assert json.loads(capsys.readouterr().out) == finished
+    assert main(["eval", "--pretrained", "--data", str(SAMPLE)]) == 2
+    assert "--pretrained needs --model" in capsys.readouterr().err

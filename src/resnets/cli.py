@@ -45,10 +45,12 @@ Paddle .pdparams (paddle.vision names or Caffe-style names as in the original re
     "eval": """examples:
   resnets eval --model resnet20 --pretrained --data cifar10-test/ --json
   resnets eval --model resnet20 --weights runs/r20/model.safetensors --data cifar10-train-jpg.tar.gz --split val
+  resnets eval --weights runs/r56 --data cifar10-train-jpg.tar.gz --split val   # the run's net; mid-run: its checkpoint
 splits: auto (the data's val/test part, else all of it), val (the fixed stratified hold-out used in training), all""",
     "predict": """examples:
   resnets predict --model resnet20 --pretrained cat.png dog.jpg --topk 3
-  resnets predict --model resnet20 --weights runs/r20/model.safetensors images/*.png --json""",
+  resnets predict --model resnet20 --weights runs/r20/model.safetensors images/*.png --json
+  resnets predict --weights runs/r20 photos/        # every image in the folder and its subfolders""",
     "plot": """examples:
   resnets plot runs/r20                  writes runs/r20/curves.png
   resnets plot runs/r20 --out curves.png""",
@@ -233,6 +235,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _predictor(args: argparse.Namespace):
     from resnets.deploy import Predictor
 
+    if args.pretrained and not args.model:
+        raise CliError("--pretrained needs --model NAME: which net's shipped weights")
     predictor = Predictor.load(args.model, weights=args.weights, pretrained=args.pretrained)
     if getattr(args, "fast", None):
         path = predictor.optimize(args.fast)
@@ -418,9 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", cmd_export, "export to ONNX, TorchScript or torch.export, checked against eager"),
     ):
         command = add(name, func, text)
-        command.add_argument("--model", required=True)
+        command.add_argument(
+            "--model", help="registered net (default with --weights: the net the file or run folder names)"
+        )
         source = command.add_mutually_exclusive_group(required=True)
-        source.add_argument("--weights", help="weight file (any supported format)")
+        source.add_argument(
+            "--weights", help="weight file (any supported format), or a run folder (its weights or latest checkpoint)"
+        )
         source.add_argument("--pretrained", action="store_true", help="the weights shipped with resnets")
         command.add_argument("--json", action="store_true")
     evaluate = sub.choices["eval"]
@@ -437,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
             "fp32 on >= 98%% of calibration images",
         )
     predict = sub.choices["predict"]
-    predict.add_argument("images", nargs="+")
+    predict.add_argument("images", nargs="+", help="image files, or folders of them (searched recursively)")
     predict.add_argument("--topk", type=_count(1), default=5)
     export = sub.choices["export"]
     export.add_argument("--format", required=True, choices=list(FORMATS))

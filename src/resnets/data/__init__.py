@@ -13,9 +13,17 @@ from resnets.data.loaders import (
     pad_crop_flip,
     sample_images,
 )
-from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset, stratified_split
+from resnets.data.sources import (
+    IMAGE_SUFFIXES,
+    DataError,
+    ImageSet,
+    decode_image,
+    load_dataset,
+    stratified_split,
+)
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SAMPLE_ARCHIVE",

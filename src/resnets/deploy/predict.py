@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from resnets.data import (
+    IMAGE_SUFFIXES,
     DataError,
     decode_image,
     load_dataset,
@@ -34,6 +35,8 @@ from resnets.weights import WeightsError, read_state_dict
 from resnets.weights.loading import apply_state_dict
 from resnets.weights.metadata import WeightsMetadata
 from resnets.weights.pretrained import create_model, pretrained_for
+
+PREDICT_BATCH = 64  # images a forward pass: enough to keep the kernels busy, few enough for any folder
 
 
 @dataclasses.dataclass
@@ -59,14 +62,28 @@ class Predictor:
         return f"{fast.dtype} on {fast.runtime}"
 
     @classmethod
-    def load(cls, model_name: str, weights: str | os.PathLike | None = None, pretrained: bool = False) -> Predictor:
+    def load(
+        cls, model_name: str | None, weights: str | os.PathLike | None = None, pretrained: bool = False
+    ) -> Predictor:
         """The model with its weights (a file, or the run folder of `resnets train` that holds one); preprocessing
-        and class names come from the weights' metadata."""
+        and class names come from the weights' metadata. `model_name` None: the net the metadata names.
+
+        Example:
+            >>> Predictor.load(None, weights="runs/r20").classes[:2]
+            ['airplane', 'automobile']
+        """
         if (weights is None) == (not pretrained):
             raise ValueError("give exactly one of --weights FILE or --pretrained")
-        path = pretrained_for(model_name).path if pretrained else _weights_file(Path(weights))
-        entry = get_entry(model_name)  # an unknown name fails before the file is read
+        path, recorded = (pretrained_for(model_name).path, {}) if pretrained else _weights_source(Path(weights))
+        if model_name is not None:
+            get_entry(model_name)  # an unknown name fails before the file is read
         tensors, meta = read_state_dict(path)
+        meta = {**recorded, **meta}
+        if model_name is None:
+            model_name = meta.get("model") or ""
+            if not model_name:
+                raise WeightsError(f"{path}: the file does not name its net (no 'model' metadata): name it (--model)")
+        entry = get_entry(model_name)
         if "fc.weight" not in tensors:
             raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
         num_classes = tensors["fc.weight"].shape[0]
@@ -110,15 +127,28 @@ class Predictor:
             )
         return torch.tensor([self.classes.index(name) for name in data_classes])
 
-    @torch.no_grad()
     def predict_files(self, files: list[str], topk: int = 5) -> list[dict[str, Any]]:
-        """One result per file, in order: its top-k classes, or the error that kept it from being read."""
+        """One result per image, in order: its top-k classes, or the error that kept it from being read. A folder
+        stands for the images in it and its subfolders, in sorted order; images go through the model 64 at a time,
+        so a folder of any size fits in memory.
+
+        Example:
+            >>> predictor.predict_files(["cat.png", "photos/"], topk=3)[0]["top"][0]["class"]
+        """
+        results: list[dict[str, Any]] = []
+        named = [image for file in files for image in _image_files(file)]
+        for start in range(0, len(named), PREDICT_BATCH):
+            results += self._predict_batch(named[start : start + PREDICT_BATCH], topk)
+        return results
+
+    @torch.no_grad()
+    def _predict_batch(self, named: list[tuple[str, str]], topk: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         batch, slots = [], []
-        for file in files:
+        for file, problem in named:
             try:
-                if not Path(file).is_file():
-                    raise DataError(f"{file}: no such file")
+                if problem:
+                    raise DataError(problem)
                 image = decode_image(Path(file), file)
                 if min(image.size) < 2:
                     raise DataError(f"{file}: image is {image.width}x{image.height}, too small to classify")
@@ -173,11 +203,32 @@ def _recorded_val_fraction(card: WeightsMetadata) -> float | None:
         return None
 
 
-def _weights_file(path: Path) -> Path:
-    """A weights file, or the model.safetensors of the run folder given instead."""
-    if not path.is_dir():
-        return path
-    model = RunFolder(path).model_path
-    if not model.is_file():
-        raise WeightsError(f"{path}: a folder without {model.name} (a run folder whose run has not finished?)")
-    return model
+def _image_files(name: str) -> list[tuple[str, str]]:
+    """(file, problem) for each image `name` stands for: itself, or a folder's images; a problem names what is wrong
+    (a missing path, a folder without images) so that the result for it says so and the others go on."""
+    path = Path(name)
+    if path.is_dir():
+        found = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not found:
+            return [(name, f"{name}: a folder with no images in it ({', '.join(IMAGE_SUFFIXES)})")]
+        return [(str(f), "") for f in found]
+    return [(name, "" if path.is_file() else f"{name}: no such file")]
+
+
+def _weights_source(path: Path) -> tuple[Path, dict[str, str]]:
+    """The weights file that `path` stands for, and the metadata its run folder records for it, where it has one.
+
+    A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
+    for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and
+    normalization come from the run's config.json (without it, a checkpoint would be read with ImageNet's)."""
+    folder = RunFolder(path if path.is_dir() else path.parent)
+    if path.is_dir():
+        if folder.model_path.is_file():
+            return folder.model_path, {}
+        if not (folder.checkpoint_path.is_file() and folder.config_path.is_file()):
+            raise WeightsError(f"{path}: a folder without {folder.model_path.name} or a run's checkpoint to read")
+        path = folder.checkpoint_path
+        warnings.warn(f"{path.parent}: the run has not finished; its latest checkpoint is used", stacklevel=3)
+    if path == folder.checkpoint_path and folder.config_path.is_file():
+        return path, folder.weights_metadata()
+    return path, {}

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.train.run_folder import RunFolder
-from resnets.weights import WeightsError, read_state_dict
 from resnets.weights.pretrained import PRETRAINED, sha256_of
 
 
@@ -69,11 +68,8 @@ def load_teacher(
         if not path.is_file():
             raise ValueError(f"--teacher {spec}: the folder holds no {path.name} (has that run finished?)")
     if path.is_file():
-        _, meta = read_state_dict(path)
-        if not meta.get("model"):
-            raise WeightsError(f"--teacher {spec}: the file does not name its net (no 'model' metadata)")
-        predictor = Predictor.load(meta["model"], weights=path)
-        origin, sha256 = f"{meta['model']} from {path}", sha256_of(path)
+        predictor = Predictor.load(None, weights=path)  # the net its metadata names
+        origin, sha256 = f"{predictor.model.name} from {path}", sha256_of(path)
     elif spec in PRETRAINED:
         predictor = Predictor.load(spec, pretrained=True)
         origin, sha256 = f"{spec} (shipped weights)", PRETRAINED[spec].sha256

@@ -21,6 +21,7 @@ from typing import Any
 
 from resnets.atomic import atomic_write
 from resnets.errors import ResnetsError
+from resnets.weights.metadata import WeightsMetadata
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -162,6 +163,23 @@ class RunFolder:
             return f"finished at step {last['step']:,}: {figure}; {hardware}"
         where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
         return f"stopped after {where}: {figure}; {hardware}{_time_left(rows, total, latest.get('from_step', 0))}"
+
+    def weights_metadata(self) -> dict[str, str]:
+        """What the run's weights file will say of itself (net, settings, classes, input size, normalization), as
+        safetensors metadata strings, read from config.json: for reading its checkpoint before the run ends."""
+        config = self.config()
+        try:
+            card = WeightsMetadata(
+                model=config["model"],
+                model_overrides=config.get("model_overrides", {}),
+                classes=config["classes"],
+                image_size=config["image_size"],
+                mean=tuple(config["mean"]),
+                std=tuple(config["std"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise RunFolderError(f"{self.config_path}: records no usable {error} for its weights") from None
+        return card.to_strings()
 
     def require_checkpoint(self) -> None:
         """--resume needs a checkpoint: checked before any data is read."""
