@@ -186,6 +186,13 @@ def test_skip_bad_images_when_the_bad_file_sorts_first(tmp_path, capsys):
     assert main([*argv, "--skip-bad-images"]) == 0
     assert "skipped 1 unreadable image" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["skipped_images"] == 1
+    # Evaluating the same data: the bad file is named, or left out and counted with the same flag.
+    evaluate = ["eval", "--weights", str(out), "--data", str(root), "--split", "all", "--json"]
+    assert main(evaluate) == 2
+    one_line_error(capsys, "0000-broken.png: unreadable image", "(--skip-bad-images to go on without it)")
+    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
+        assert main([*evaluate, "--skip-bad-images"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 8
 
 
 def test_convert_refuses_a_destination_it_would_mislabel(tmp_path, capsys):
@@ -312,6 +319,9 @@ def test_overwrite_with_a_bad_model_setting_keeps_the_old_run(tmp_path, finished
         (["plot", "RUN", "--out", "DIR"], "is a folder"),
         (["bench", "resnet20", "--mode", "train", "--dtype", "int8"], "--dtype int8 runs inference only"),
         (["bench", "resnet20", "--mode", "infer", "--plot", "DIR", "--iters", "1"], "is a folder"),
+        (["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--out", "SAME/x.onnx"], "is a file"),
+        (["convert", "SAME", "SAME/sub/w.safetensors", "--model", "resnet20"], "w.safetensors: cannot write there"),
+        ([*TRAIN, "--data", str(SAMPLE), "--out", "SAME/run"], "cannot be made: SAME is a file, not a folder"),
     ],
 )
 def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finished_run, capsys, argv, message):
@@ -321,8 +331,8 @@ def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finishe
     folder.mkdir()
     paths = {"SAME": str(same), "DIR": str(folder), "RUN": str(finished_run)}
     before = snapshot(tmp_path)
-    assert run([paths.get(a, a) for a in argv]) == 2
-    one_line_error(capsys, message)
+    assert run([paths.get(a, a.replace("SAME/", f"{same}/")) for a in argv]) == 2
+    one_line_error(capsys, message.replace("SAME", str(same)))
     assert snapshot(tmp_path) == before and not any(folder.iterdir())
 
 

@@ -17,8 +17,14 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; name a file to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        blocking = next(parent for parent in path.parents if parent.is_file())
+        raise NotADirectoryError(f"{path}: cannot write there: {blocking} is a file, not a folder") from None
+    except OSError as error:  # a read-only or missing place: the message names the file asked for, not our temporary
+        raise type(error)(f"{path}: cannot write there ({error.strerror or error})") from None
     os.close(descriptor)
     try:
         write(temporary)

@@ -245,7 +245,9 @@ def _predictor(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    metrics = _predictor(args).evaluate_data(args.data, split=args.split, flip=args.flip)
+    metrics = _predictor(args).evaluate_data(
+        args.data, split=args.split, flip=args.flip, skip_bad_images=args.skip_bad_images
+    )
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -435,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--split", default="auto", choices=["auto", "val", "all"])
     evaluate.add_argument("--flip", action="store_true", help="average over a horizontal flip")
+    evaluate.add_argument(
+        "--skip-bad-images", action="store_true", help="leave out unreadable images (each is named), and go on"
+    )
     for name in ("eval", "predict"):
         sub.choices[name].add_argument(
             "--fast",
@@ -528,7 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The library's errors name the Python arguments that mend them; on the command line the same hint names the flag.
-API_HINTS = {"weights=PATH": "--weights PATH", "pretrained=True": "--pretrained"}
+API_HINTS = {
+    "weights=PATH": "--weights PATH",
+    "pretrained=True": "--pretrained",
+    "skip_bad_images=True": "--skip-bad-images",
+}
 
 
 def _as_flags(message: str) -> str:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset
+from resnets.data.sources import SKIP_HINT, DataError, ImageSet, decode_image, load_dataset
 
 # torchvision's ImageNet normalization: the default for large images and for weights that carry none.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -215,7 +215,7 @@ class FileBatches:
         )
         for step, (images, labels, errors) in enumerate(loader, start=start):
             if errors and not self.skip_bad_images:
-                raise DataError(f"{errors[0]} (--skip-bad-images to train without it)")
+                raise DataError(f"{errors[0]} ({SKIP_HINT})")
             for error in errors:
                 warnings.warn(f"skipped {error}", stacklevel=2)
             if not len(labels):

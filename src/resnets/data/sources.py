@@ -28,6 +28,8 @@ from PIL import Image, UnidentifiedImageError
 from resnets.errors import ResnetsError
 from resnets.safe_pickle import ArrayUnpickler
 
+# How an unreadable image can be passed over; the CLI shows it as its flag.
+SKIP_HINT = "skip_bad_images=True to go on without it"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SMALL_SIDE = 64  # images up to this side are decoded once into memory; larger ones stream through workers
 CACHE_VERSION = "1"
@@ -104,9 +106,9 @@ def _decode_all(items, classes: list[str], skip_bad: bool, where: str) -> ImageS
     for name, data, label in items:
         try:
             arrays.append(np.asarray(decode_image(data, name)))
-        except DataError:
+        except DataError as error:
             if not skip_bad:
-                raise
+                raise DataError(f"{error} ({SKIP_HINT})") from None
             skipped += 1
             continue
         labels.append(index[label])
@@ -246,9 +248,9 @@ def _is_small(files: list[str], skip_bad: bool) -> bool:
     for file in files:
         try:
             return max(decode_image(Path(file), file).size) <= SMALL_SIDE
-        except DataError:
+        except DataError as error:
             if not skip_bad:
-                raise
+                raise DataError(f"{error} ({SKIP_HINT})") from None
     raise DataError(f"{Path(files[0]).parent.parent}: no readable images")
 
 

@@ -169,12 +169,25 @@ class Predictor:
         return results
 
     def evaluate_data(
-        self, data: str | os.PathLike, split: str = "auto", flip: bool = False, val_fraction: float = 0.1
+        self,
+        data: str | os.PathLike,
+        split: str = "auto",
+        flip: bool = False,
+        val_fraction: float = 0.1,
+        skip_bad_images: bool = False,
     ) -> dict[str, float]:
-        """Top-1/top-5 on a dataset: its val/test part, the fixed training hold-out (`val`), or all of it."""
+        """Top-1/top-5 on a dataset: its val/test part, the fixed training hold-out (`val`), or all of it.
+        Unreadable images stop it with their name, or, with `skip_bad_images`, are left out (`n` counts the rest).
+
+        Example:
+            >>> predictor.evaluate_data("cifar10-test/", flip=True)["top1"]
+        """
         if split not in ("auto", "val", "all"):
             raise ValueError(f"split {split!r} is not one of auto, val, all")
-        train_set, val_set = load_dataset(data)
+        train_set, val_set = load_dataset(data, skip_bad_images=skip_bad_images)
+        skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
+        if skipped:
+            warnings.warn(f"{data}: left out {skipped} unreadable image{'s' * (skipped != 1)}", stacklevel=2)
         to_weights = self.class_indices(train_set.classes, str(data))
         if split == "val":
             chosen = stratified_split(train_set, val_fraction)[1]  # the hold-out every run keeps, whatever its seed
@@ -191,7 +204,15 @@ class Predictor:
         if len(chosen) == 0:
             raise DataError(f"{data}: the {split} split holds no images to evaluate")
         chosen = dataclasses.replace(chosen, labels=to_weights[chosen.labels])
-        batches = make_batches(chosen, 256, mean=self.mean, std=self.std, augment=False, image_size=self.image_size)
+        batches = make_batches(
+            chosen,
+            256,
+            mean=self.mean,
+            std=self.std,
+            augment=False,
+            image_size=self.image_size,
+            skip_bad_images=skip_bad_images,
+        )
         return evaluate(self.runner or self.model, batches, torch.device("cpu"), flip=flip)
 
 

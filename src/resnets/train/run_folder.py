@@ -65,6 +65,9 @@ class RunFolder:
     def contents(self) -> list[str]:
         """The names in the folder that are not hidden (atomic writes' temporaries and locks are)."""
         if not self.path.exists():
+            blocking = next((parent for parent in self.path.parents if parent.is_file()), None)
+            if blocking is not None:
+                raise RunFolderError(f"--out {self.path}: cannot be made: {blocking} is a file, not a folder")
             return []
         if not self.path.is_dir():
             raise RunFolderError(f"--out {self.path}: is a file, not a folder")
