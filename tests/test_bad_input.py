@@ -322,6 +322,11 @@ def test_overwrite_with_a_bad_model_setting_keeps_the_old_run(tmp_path, finished
         (["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--out", "SAME/x.onnx"], "is a file"),
         (["convert", "SAME", "SAME/sub/w.safetensors", "--model", "resnet20"], "w.safetensors: cannot write there"),
         ([*TRAIN, "--data", str(SAMPLE), "--out", "SAME/run"], "cannot be made: SAME is a file, not a folder"),
+        (["plot", "RUN", "--out", "SAME/curves.png"], "curves.png: cannot write there: SAME is a file"),
+        (  # refused before any training, not after it
+            ["reproduce", "depth", "--data", str(SAMPLE), "--budget", "fast", "--out", "SAME", "--runs", "DIR"],
+            "SAME/depth: cannot be made: SAME is a file, not a folder",
+        ),
     ],
 )
 def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finished_run, capsys, argv, message):

@@ -208,3 +208,45 @@ def test_predict_reads_folders_in_order_and_batch_by_batch(tmp_path, capsys):
     for single, batched in zip(alone, (results[0]["top"], results[len(files) - 1]["top"]), strict=True):
         assert [t["class"] for t in single] == [t["class"] for t in batched]
         assert [t["probability"] for t in single] == pytest.approx([t["probability"] for t in batched], abs=1e-5)
+
+
+def _archive(root: Path, names: list[str]) -> Path:
+    """A .tar.gz holding a small PNG under each of `names`."""
+    import tarfile
+
+    image = root / "image.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    archive = root / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in names:
+            tar.add(image, arcname=name)
+    return archive
+
+
+@pytest.mark.parametrize(
+    "names, train_classes, val_count",
+    [
+        # only test/: an evaluation set, read as the data itself (what `resnets eval --data` is given)
+        (["test/cat/0.png", "test/cat/1.png", "test/dog/0.png"], {"cat": 2, "dog": 1}, None),
+        # one folder wrapping train/ and test/: test images are not merged into training
+        (
+            ["cifar/train/cat/0.png", "cifar/train/dog/0.png", "cifar/test/cat/0.png", "cifar/test/dog/0.png"],
+            {"cat": 1, "dog": 1},
+            2,
+        ),
+        # a wrapping folder of classes, and a class with images in subfolders (torchvision's ImageFolder)
+        (["c10-test/cat/0.png", "c10-test/dog/a/0.png", "c10-test/dog/b/0.png"], {"cat": 1, "dog": 2}, None),
+    ],
+)
+def test_archive_and_folder_layouts_read_as_torchvision_would(tmp_path, names, train_classes, val_count):
+    import tarfile
+
+    archive = _archive(tmp_path, names)
+    folder = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    for data in (archive, folder):
+        train, val = load_dataset(data)
+        counts = torch.bincount(train.labels, minlength=len(train.classes)).tolist()
+        assert dict(zip(train.classes, counts, strict=True)) == train_classes, data
+        assert (None if val is None else len(val)) == val_count, data

@@ -1,4 +1,5 @@
-"""Write a file atomically: readers see the old file or the new one, never half of one.
+"""Write a file atomically: readers see the old file or the new one, never half of one. Figures are written the same
+way, and a place that cannot be written (a file in the way of a folder, a read-only folder) is named in one line.
 
 Example:
     >>> atomic_write(Path("model.safetensors"), lambda temporary: save_file(tensors, temporary))
@@ -10,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
@@ -20,11 +22,8 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except (FileExistsError, NotADirectoryError):
-        blocking = next(parent for parent in path.parents if parent.is_file())
-        raise NotADirectoryError(f"{path}: cannot write there: {blocking} is a file, not a folder") from None
-    except OSError as error:  # a read-only or missing place: the message names the file asked for, not our temporary
-        raise type(error)(f"{path}: cannot write there ({error.strerror or error})") from None
+    except OSError as error:  # the message names the file asked for, not our temporary
+        raise type(error)(f"{path}: cannot write there: {_why_unwritable(path.parent, error)}") from None
     os.close(descriptor)
     try:
         write(temporary)
@@ -36,3 +35,38 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """A matplotlib figure written atomically, in the format its suffix names (PNG without one); the figure is closed.
+
+    Example:
+        >>> save_figure(figure, Path("docs/results/depth.png"))
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=dpi, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(figure)
+    return path
+
+
+def make_folder(folder: str | os.PathLike) -> Path:
+    """`folder` and its parents, made where missing; one line naming what stands in the way where they cannot be.
+
+    Example:
+        >>> make_folder("docs/results/depth")
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise type(error)(f"{folder}: cannot be made: {_why_unwritable(folder, error)}") from None
+    return folder
+
+
+def _why_unwritable(folder: Path, error: OSError) -> str:
+    blocking = next((parent for parent in (folder, *folder.parents) if parent.is_file()), None)
+    return f"{blocking} is a file, not a folder" if blocking is not None else (error.strerror or str(error))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from resnets.atomic import save_figure
 from resnets.data import sample_images
 from resnets.hardware import Precision, cpu_has_native_bf16, cpu_name, resolve_device
 from resnets.models import CIFAR_DEPTHS, IMAGENET_DEPTHS, create_model, get_entry, list_models
@@ -374,6 +375,4 @@ def plot_rows(rows: list[BenchRow], path: str, by: str = "model") -> str:
         axis.legend()
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return str(save_figure(figure, path))

@@ -28,11 +28,13 @@ from PIL import Image, UnidentifiedImageError
 from resnets.errors import ResnetsError
 from resnets.safe_pickle import ArrayUnpickler
 
+# Folders that name a split rather than a class: train/, and val/ or test/ (the validation set).
+SPLIT_FOLDERS = ("train", "val", "test")
 # How an unreadable image can be passed over; the CLI shows it as its flag.
 SKIP_HINT = "skip_bad_images=True to go on without it"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SMALL_SIDE = 64  # images up to this side are decoded once into memory; larger ones stream through workers
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: an archive's class is the first folder under its split (was: the image's own folder)
 
 
 class DataError(ResnetsError, ValueError):
@@ -170,16 +172,25 @@ def _read_tar(path: Path, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
     splits: dict[str, list[tuple[str, bytes, str]]] = {"train": [], "val": []}
     try:
         with tarfile.open(path) as archive:
-            for member in archive:
-                parts = Path(member.name).parts
-                if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES or len(parts) < 2:
-                    continue
-                split = parts[0] if parts[0] in ("val", "test") and len(parts) >= 3 else "train"
+            images = [
+                (member, Path(member.name).parts)
+                for member in archive
+                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES
+            ]
+            wrapper = _wrapper_depth([parts for _, parts in images])
+            for member, parts in images:
+                parts = parts[wrapper:]
+                if len(parts) < 2:
+                    continue  # an image beside the class folders belongs to none
+                split = "val" if parts[0] in SPLIT_FOLDERS[1:] and len(parts) >= 3 else "train"
+                label = parts[1] if parts[0] in SPLIT_FOLDERS and len(parts) >= 3 else parts[0]
                 data = archive.extractfile(member).read()
-                splits["val" if split != "train" else "train"].append((f"{path}:{member.name}", data, parts[-2]))
+                splits[split].append((f"{path}:{member.name}", data, label))
             _check_archive_end(archive, path)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise DataError(f"{path}: unreadable archive ({error})") from None
+    if not splits["train"]:  # only val/ or test/: an evaluation set, read as the data itself
+        splits = {"train": splits["val"], "val": []}
     classes = _check_classes([(n, c) for n, _, c in splits["train"]], str(path))
     train = _decode_all(splits["train"], classes, skip_bad, str(path))
     unknown = sorted({c for _, _, c in splits["val"]} - set(classes))
@@ -187,6 +198,18 @@ def _read_tar(path: Path, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
         raise DataError(f"{path}: val/ holds classes that train/ does not: {', '.join(unknown[:5])}")
     val = _decode_all(splits["val"], classes, skip_bad, f"{path}:val") if splits["val"] else None
     return train, val
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _wrapper_depth(paths: list[tuple[str, ...]]) -> int:
+    """1 where every image sits under one folder that only wraps the layout (`cifar10/train/<class>/...`,
+    `cifar10-test/<class>/...`), else 0."""
+    tops = {parts[0] for parts in paths}
+    wrapped = len(tops) == 1 and tops.isdisjoint(SPLIT_FOLDERS) and all(len(parts) >= 3 for parts in paths)
+    return 1 if wrapped else 0
 
 
 def _check_archive_end(archive: tarfile.TarFile, path: Path) -> None:
@@ -259,7 +282,10 @@ def load_dataset(
 ) -> tuple[ImageSet, ImageSet | None]:
     """(train, val-or-None) from an ImageFolder dir, a `.tar.gz` of one, or a CIFAR pickle dir.
 
-    A `val/` (or `test/`) folder beside `train/` becomes the validation set; otherwise the caller splits.
+    A `val/` (or `test/`) folder beside `train/` becomes the validation set; otherwise the caller splits. A `val/` or
+    `test/` alone is an evaluation set, read as the data itself; one folder that wraps the layout is looked into. A
+    class is the first folder under the split (or the root), its images found at any depth below it, as torchvision's
+    ImageFolder reads a folder.
     Unreadable images raise a DataError naming the file, or are skipped and counted with `skip_bad_images`.
     """
     path = Path(path)
@@ -275,8 +301,13 @@ def load_dataset(
             path = path / name
     if (path / "data_batch_1").exists() or (path / "meta").exists() and (path / "train").is_file():
         return _read_cifar_pickles(path)
+    subfolders = _subfolders(path)
+    if len(subfolders) == 1 and subfolders[0].name not in SPLIT_FOLDERS and any(_subfolders(subfolders[0])):
+        return load_dataset(subfolders[0], cache_dir, skip_bad_images)  # a folder that only wraps the layout
     train_root = path / "train" if (path / "train").is_dir() else path
-    val_root = next((path / n for n in ("val", "test") if (path / n).is_dir()), None)
+    val_root = next((path / n for n in SPLIT_FOLDERS[1:] if (path / n).is_dir()), None)
+    if train_root == path and val_root is not None and {p.name for p in subfolders} <= set(SPLIT_FOLDERS):
+        train_root, val_root = val_root, None  # only val/ or test/: an evaluation set, read as the data itself
 
     def folder(root: Path) -> ImageSet:
         entries = _folder_entries(root)

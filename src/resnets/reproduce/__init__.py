@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from types import ModuleType
 
+from resnets.atomic import make_folder
 from resnets.reproduce import degradation, depth, v2_activations, v2_shortcuts
 from resnets.reproduce.runner import BUDGETS, Budget, copy_metrics, run_all, run_status, write_report
 
@@ -38,7 +39,7 @@ def reproduce(
     `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path. With
     `seeds` > 1 each net is trained from that many seeds and the tables give the mean and its standard error."""
     module, chosen, iterations = _plan(experiment, budget, iterations)
-    folder = Path(out) / experiment
+    folder = make_folder(Path(out) / experiment)  # before hours of training, not after them
     results = run_all(
         module.runs(chosen),
         data,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resnets.atomic import atomic_write
+from resnets.atomic import save_figure as write_figure
 from resnets.models import CIFAR_DEPTHS, create_model
 from resnets.train import get_recipe, train
 from resnets.train.plots import pyplot
@@ -442,13 +443,8 @@ def error_curves(axis, result: Result, color: str, label: str) -> None:
 
 
 def save_figure(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return path
+    return write_figure(figure, path, dpi=110)
 
 
 def variant_report(results: list[Result], out: Path, note: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from resnets.atomic import save_figure
 from resnets.train.run_folder import RunFolder
 
 PLOTTED = ("epoch", "lr", "train_loss", "train_top1")  # what each record must hold
@@ -63,8 +64,4 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     lr_ax.grid(alpha=0.3)
     figure.suptitle(str(run_dir))
     figure.tight_layout()
-    path = Path(out) if out else Path(run_dir) / "curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, Path(out) if out else Path(run_dir) / "curves.png")
