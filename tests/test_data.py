@@ -250,3 +250,24 @@ def test_archive_and_folder_layouts_read_as_torchvision_would(tmp_path, names, t
         counts = torch.bincount(train.labels, minlength=len(train.classes)).tolist()
         assert dict(zip(train.classes, counts, strict=True)) == train_classes, data
         assert (None if val is None else len(val)) == val_count, data
+
+
+def test_cifar_pickles_test_batch_alone_is_an_evaluation_set(tmp_path):
+    rng = np.random.default_rng(0)
+    meta = {b"label_names": [b"cat", b"dog"]}
+
+    def batch(count: int) -> dict:
+        return {b"data": rng.integers(0, 255, (count, 3072), dtype=np.uint8), b"labels": [0, 1] * (count // 2)}
+
+    both = tmp_path / "cifar-10-batches-py"
+    both.mkdir()
+    for name, content in (("batches.meta", meta), ("data_batch_1", batch(6)), ("test_batch", batch(4))):
+        (both / name).write_bytes(pickle.dumps(content))
+    train, test = load_dataset(tmp_path)
+    assert (len(train), len(test), train.classes) == (6, 4, ["cat", "dog"])
+    (both / "data_batch_1").unlink()  # what `resnets eval --data` is given: the test batch alone
+    alone, none = load_dataset(both)
+    assert none is None and len(alone) == 4 and torch.equal(alone.images, test.images)
+    (both / "test_batch").rename(both / "data_batch_1")  # training batches alone: the caller holds some out
+    train, none = load_dataset(both)
+    assert none is None and len(train) == 4

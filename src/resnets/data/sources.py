@@ -221,25 +221,30 @@ def _check_archive_end(archive: tarfile.TarFile, path: Path) -> None:
             raise DataError(f"{path}: damaged archive: what follows {last} cannot be read as tar entries")
 
 
-def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:
-    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) in torchvision's pickle layout."""
+def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet | None]:
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) in torchvision's pickle layout. The test
+    batch alone is an evaluation set, read as the data itself; training batches alone leave the hold-out to the
+    caller."""
 
     def load(file: Path) -> dict:
-        with file.open("rb") as handle:
-            try:
+        try:
+            with file.open("rb") as handle:
                 raw = ArrayUnpickler(handle, encoding="bytes").load()
-            except Exception as error:
-                raise DataError(f"{file}: unreadable CIFAR batch ({error})") from None
+        except OSError as error:
+            raise DataError(f"{file}: cannot be read ({error.strerror or error})") from None
+        except Exception as error:  # noqa: BLE001 - whatever the unpickler meets, the file is named
+            raise DataError(f"{file}: unreadable CIFAR batch ({error})") from None
         if not isinstance(raw, dict):
             raise DataError(f"{file}: not a CIFAR batch (a {type(raw).__name__}, not a dict of data and labels)")
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
-    if (root / "data_batch_1").exists():
+    if (root / "batches.meta").exists() or (root / "data_batch_1").exists():
         train_files, test_files = sorted(root.glob("data_batch_*")), [root / "test_batch"]
         meta, label_key, names_key = load(root / "batches.meta"), "labels", "label_names"
     else:
         train_files, test_files = [root / "train"], [root / "test"]
         meta, label_key, names_key = load(root / "meta"), "fine_labels", "fine_label_names"
+    train_files, test_files = [f for f in train_files if f.exists()], [f for f in test_files if f.exists()]
     if names_key not in meta:
         raise DataError(f"{root}: its meta file names no classes (no {names_key!r})")
     classes = [c.decode() if isinstance(c, bytes) else c for c in meta[names_key]]
@@ -263,7 +268,9 @@ def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet]:
             classes, torch.from_numpy(np.concatenate(labels)), images=torch.from_numpy(np.concatenate(images).copy())
         )
 
-    return read(train_files), read(test_files)
+    if not train_files:
+        return read(test_files), None
+    return read(train_files), read(test_files) if test_files else None
 
 
 def _is_small(files: list[str], skip_bad: bool) -> bool:
@@ -299,7 +306,8 @@ def load_dataset(
     for name in ("cifar-10-batches-py", "cifar-100-python"):
         if (path / name).is_dir():
             path = path / name
-    if (path / "data_batch_1").exists() or (path / "meta").exists() and (path / "train").is_file():
+    cifar10 = any((path / name).is_file() for name in ("data_batch_1", "test_batch"))
+    if cifar10 or (path / "meta").is_file() and any((path / name).is_file() for name in ("train", "test")):
         return _read_cifar_pickles(path)
     subfolders = _subfolders(path)
     if len(subfolders) == 1 and subfolders[0].name not in SPLIT_FOLDERS and any(_subfolders(subfolders[0])):
