@@ -378,3 +378,10 @@ def test_an_unfinished_run_is_evaluated_from_its_checkpoint_with_its_preprocessi
     assert json.loads(capsys.readouterr().out) == finished
     assert main(["eval", "--pretrained", "--data", str(SAMPLE)]) == 2
     assert "--pretrained needs --model" in capsys.readouterr().err
+    # A checkpoint.pt beside another tool's config.json is read as a plain checkpoint, the config left alone.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
+    (foreign / "config.json").write_text('{"architectures": ["SomethingElse"]}')
+    assert main([*evaluate, str(foreign / "checkpoint.pt"), "--model", "resnet20"]) == 2
+    assert "does not fit model resnet20" in capsys.readouterr().err  # an 8-layer net's tensors, named as such

@@ -30,7 +30,7 @@ from resnets.data import (
 )
 from resnets.models import ResNet, get_entry
 from resnets.train.evaluate import evaluate
-from resnets.train.run_folder import RunFolder
+from resnets.train.run_folder import RunFolder, RunFolderError
 from resnets.weights import WeightsError, read_state_dict
 from resnets.weights.loading import apply_state_dict
 from resnets.weights.metadata import WeightsMetadata
@@ -242,8 +242,9 @@ def _weights_source(path: Path) -> tuple[Path, dict[str, str]]:
     A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
     for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and
     normalization come from the run's config.json (without it, a checkpoint would be read with ImageNet's)."""
-    folder = RunFolder(path if path.is_dir() else path.parent)
-    if path.is_dir():
+    given_folder = path.is_dir()
+    folder = RunFolder(path if given_folder else path.parent)
+    if given_folder:
         if folder.model_path.is_file():
             return folder.model_path, {}
         if not (folder.checkpoint_path.is_file() and folder.config_path.is_file()):
@@ -251,5 +252,9 @@ def _weights_source(path: Path) -> tuple[Path, dict[str, str]]:
         path = folder.checkpoint_path
         warnings.warn(f"{path.parent}: the run has not finished; its latest checkpoint is used", stacklevel=3)
     if path == folder.checkpoint_path and folder.config_path.is_file():
-        return path, folder.weights_metadata()
+        try:
+            return path, folder.weights_metadata()
+        except RunFolderError:  # a config.json of some other tool beside a checkpoint.pt: not a run of ours
+            if given_folder:
+                raise
     return path, {}
