@@ -376,6 +376,15 @@ def test_an_unfinished_run_is_evaluated_from_its_checkpoint_with_its_preprocessi
     with pytest.warns(UserWarning, match="has not finished; its latest checkpoint is used"):
         assert main([*evaluate, str(run)]) == 0
     assert json.loads(capsys.readouterr().out) == finished
+    # Converted, the checkpoint keeps the run's net, settings, classes and normalization, and scores the same.
+    converted = tmp_path / "converted.safetensors"
+    assert main(["convert", str(run / "checkpoint.pt"), str(converted)]) == 0
+    assert read_state_dict(converted)[1]["classes"] == json.dumps(
+        json.loads((run / "config.json").read_text())["classes"]
+    )
+    capsys.readouterr()
+    assert main([*evaluate, str(converted)]) == 0
+    assert json.loads(capsys.readouterr().out) == finished
     assert main(["eval", "--pretrained", "--data", str(SAMPLE)]) == 2
     assert "--pretrained needs --model" in capsys.readouterr().err
     # A checkpoint.pt beside another tool's config.json is read as a plain checkpoint, the config left alone.

@@ -34,6 +34,7 @@ EXAMPLES = {
   resnets convert resnet50-0676ba61.pth resnet50.safetensors --model resnet50
   resnets convert ResNet50V2.h5 resnet50v2.safetensors --model resnet50v2
   resnets convert caffe_resnet101.pdparams resnet101.safetensors --model resnet101_paper
+  resnets convert runs/r56/checkpoint.pt r56-epoch120.safetensors   # a run's checkpoint, with its classes
 formats: PyTorch .pth/.pt (bare state_dict or training checkpoint), .safetensors, Keras .h5/.keras,
 Paddle .pdparams (paddle.vision names or Caffe-style names as in the original release)""",
     "train": """examples:
@@ -155,13 +156,23 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    from resnets.deploy.predict import weights_source
     from resnets.weights import convert
 
-    destination = convert(args.source, args.destination, args.model, **_parse_overrides(args.set))
+    # A run of ours (its folder, or its checkpoint.pt) records its net, settings, classes and normalization: the
+    # converted file keeps them, as the run's own weights file would.
+    source, recorded = weights_source(Path(args.source))
+    model = args.model or recorded.get("model")
+    if not model:
+        raise CliError(f"--model is needed: name the net whose weights {args.source} holds")
+    overrides = {**json.loads(recorded.get("model_overrides", "{}")), **_parse_overrides(args.set)}
+    if "classes" in recorded:
+        overrides.setdefault("num_classes", len(json.loads(recorded["classes"])))
+    destination = convert(source, args.destination, model, metadata=recorded, **overrides)
     if args.json:
-        print(json.dumps({"model": args.model, "source": str(args.source), "destination": str(destination)}))
+        print(json.dumps({"model": model, "source": str(args.source), "destination": str(destination)}))
     else:
-        print(f"wrote {destination} ({args.model}, from {args.source})")
+        print(f"wrote {destination} ({model}, from {args.source})")
 
 
 def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
@@ -396,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert = add("convert", cmd_convert, "convert weights of any supported format to .safetensors")
     convert.add_argument("source", help="weight file: .pth .pt .safetensors .h5 .keras .pdparams")
     convert.add_argument("destination", help="the .safetensors file to write (atomically)")
-    convert.add_argument("--model", required=True, help="registered model the weights are for")
+    convert.add_argument(
+        "--model", help="registered model the weights are for (default for a run of ours: the net it trained)"
+    )
     convert.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (num_classes=10)")
     convert.add_argument("--json", action="store_true")
 

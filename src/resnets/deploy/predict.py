@@ -74,7 +74,7 @@ class Predictor:
         """
         if (weights is None) == (not pretrained):
             raise ValueError("give exactly one of --weights FILE or --pretrained")
-        path, recorded = (pretrained_for(model_name).path, {}) if pretrained else _weights_source(Path(weights))
+        path, recorded = (pretrained_for(model_name).path, {}) if pretrained else weights_source(Path(weights))
         if model_name is not None:
             get_entry(model_name)  # an unknown name fails before the file is read
         tensors, meta = read_state_dict(path)
@@ -236,8 +236,12 @@ def _image_files(name: str) -> list[tuple[str, str]]:
     return [(name, "" if path.is_file() else f"{name}: no such file")]
 
 
-def _weights_source(path: Path) -> tuple[Path, dict[str, str]]:
+def weights_source(path: Path) -> tuple[Path, dict[str, str]]:
     """The weights file that `path` stands for, and the metadata its run folder records for it, where it has one.
+
+    Example:
+        >>> weights_source(Path("runs/r20/checkpoint.pt"))[1]["classes"]
+        '["airplane", "automobile", ...]'
 
     A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
     for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and

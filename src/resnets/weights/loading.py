@@ -136,8 +136,15 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLik
     return atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
-def convert(source: str | os.PathLike, destination: str | os.PathLike, model_name: str, **overrides: object) -> Path:
-    """Convert any supported weight file for `model_name` to `.safetensors`, checked by loading it first.
+def convert(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    model_name: str,
+    metadata: dict[str, str] | None = None,
+    **overrides: object,
+) -> Path:
+    """Convert any supported weight file for `model_name` to `.safetensors`, checked by loading it first; `metadata`
+    (classes, normalization) fills in what the file itself does not say.
 
     Example:
         >>> convert("ResNet50V2.h5", "resnet50v2.safetensors", model_name="resnet50v2")
@@ -151,6 +158,5 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, model_nam
     if Path(destination).is_dir():
         raise WeightsError(f"{destination}: is a folder; name the .safetensors file to write")
     model = create_model(model_name, **overrides)
-    metadata = load_weights(model, source)
-    metadata = {**metadata, "model": model_name, "converted_by": "resnets"}
+    metadata = {**(metadata or {}), **load_weights(model, source), "model": model_name, "converted_by": "resnets"}
     return save_safetensors(model.state_dict(), destination, metadata)
