@@ -74,6 +74,8 @@ class Predictor:
         """
         if (weights is None) == (not pretrained):
             raise ValueError("give exactly one of --weights FILE or --pretrained")
+        if pretrained and model_name is None:
+            raise ValueError("pretrained=True needs the net's name: which shipped weights to load")
         path, recorded = (pretrained_for(model_name).path, {}) if pretrained else weights_source(Path(weights))
         if model_name is not None:
             get_entry(model_name)  # an unknown name fails before the file is read
