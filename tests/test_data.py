@@ -271,3 +271,6 @@ def test_cifar_pickles_test_batch_alone_is_an_evaluation_set(tmp_path):
     (both / "test_batch").rename(both / "data_batch_1")  # training batches alone: the caller holds some out
     train, none = load_dataset(both)
     assert none is None and len(train) == 4
+    (both / "data_batch_1").unlink()
+    with pytest.raises(DataError, match="no images found"):  # a meta file alone: nothing to read
+        load_dataset(both)
