@@ -239,6 +239,10 @@ def test_a_stopped_runs_status_says_how_far_it_got(tmp_path):
         "; at least 0.7 h of training left (at its fastest recent pace)"  # 7 epochs at 360 s
     )
     assert folder.status() == expected
+    # Resumed on the same CPU inside epoch 4: its 200 s timed only the 100 steps after the resume (2 s a step,
+    # slower than epoch 2), not the epoch's 352 steps (0.57 s a step, which would read 0.3 h).
+    folder.append_metrics({"epoch": 4, "step": 1_408, "val_top1": 0.5, "epoch_seconds": 200.0, "timed_steps": 100})
+    assert folder.status().endswith("; at least 0.6 h of training left (at its fastest recent pace)")  # 6 x 360 s
 
 
 def test_the_run_nearest_its_end_goes_first(tmp_path):

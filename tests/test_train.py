@@ -386,7 +386,13 @@ def test_an_unfinished_run_is_evaluated_from_its_checkpoint_with_its_preprocessi
     assert main([*evaluate, str(converted)]) == 0
     assert json.loads(capsys.readouterr().out) == finished
     assert main(["eval", "--pretrained", "--data", str(SAMPLE)]) == 2
-    assert "--pretrained needs --model" in capsys.readouterr().err
+    assert "--pretrained needs --model NAME" in capsys.readouterr().err
+    # Tensors alone (no metadata naming the net): the library's hint is given as the flag that mends it.
+    from safetensors.torch import save_file
+
+    save_file(load_file(converted), tmp_path / "bare.safetensors")
+    assert main([*evaluate, str(tmp_path / "bare.safetensors")]) == 2
+    assert "does not name its net (no 'model' metadata); name it: --model NAME" in capsys.readouterr().err
     # A checkpoint.pt beside another tool's config.json is read as a plain checkpoint, the config left alone.
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -67,6 +67,17 @@ def make_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The file standing where `folder`, or one of its parents, would have to be made; None where there is none.
+
+    Example:
+        >>> file_in_the_way("notes.txt/run")
+        PosixPath('notes.txt')
+    """
+    folder = Path(folder)
+    return next((parent for parent in (folder, *folder.parents) if parent.is_file()), None)
+
+
 def _why_unwritable(folder: Path, error: OSError) -> str:
-    blocking = next((parent for parent in (folder, *folder.parents) if parent.is_file()), None)
+    blocking = file_in_the_way(folder)
     return f"{blocking} is a file, not a folder" if blocking is not None else (error.strerror or str(error))

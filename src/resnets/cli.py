@@ -162,13 +162,14 @@ def cmd_convert(args: argparse.Namespace) -> None:
     # A run of ours (its folder, or its checkpoint.pt) records its net, settings, classes and normalization: the
     # converted file keeps them, as the run's own weights file would.
     source, recorded = weights_source(Path(args.source))
-    model = args.model or recorded.get("model")
+    model = args.model or (recorded.model if recorded else "")
     if not model:
         raise CliError(f"--model is needed: name the net whose weights {args.source} holds")
-    overrides = {**json.loads(recorded.get("model_overrides", "{}")), **_parse_overrides(args.set)}
-    if "classes" in recorded:
-        overrides.setdefault("num_classes", len(json.loads(recorded["classes"])))
-    destination = convert(source, args.destination, model, metadata=recorded, **overrides)
+    overrides = _parse_overrides(args.set)
+    if recorded:
+        overrides = {"num_classes": len(recorded.classes), **recorded.model_overrides, **overrides}
+    metadata = recorded.to_strings() if recorded else None
+    destination = convert(source, args.destination, model, metadata=metadata, **overrides)
     if args.json:
         print(json.dumps({"model": model, "source": str(args.source), "destination": str(destination)}))
     else:
@@ -246,8 +247,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _predictor(args: argparse.Namespace):
     from resnets.deploy import Predictor
 
-    if args.pretrained and not args.model:
-        raise CliError("--pretrained needs --model NAME: which net's shipped weights")
     predictor = Predictor.load(args.model, weights=args.weights, pretrained=args.pretrained)
     if getattr(args, "fast", None):
         path = predictor.optimize(args.fast)
@@ -547,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The library's errors name the Python arguments that mend them; on the command line the same hint names the flag.
 API_HINTS = {
+    "model=NAME": "--model NAME",
     "weights=PATH": "--weights PATH",
     "pretrained=True": "--pretrained",
     "skip_bad_images=True": "--skip-bad-images",

@@ -73,18 +73,18 @@ class Predictor:
             ['airplane', 'automobile']
         """
         if (weights is None) == (not pretrained):
-            raise ValueError("give exactly one of --weights FILE or --pretrained")
+            raise ValueError("give exactly one of weights=PATH or pretrained=True")
         if pretrained and model_name is None:
-            raise ValueError("pretrained=True needs the net's name: which shipped weights to load")
-        path, recorded = (pretrained_for(model_name).path, {}) if pretrained else weights_source(Path(weights))
+            raise ValueError("pretrained=True needs model=NAME: which net's shipped weights to load")
+        path, recorded = (pretrained_for(model_name).path, None) if pretrained else weights_source(Path(weights))
         if model_name is not None:
             get_entry(model_name)  # an unknown name fails before the file is read
         tensors, meta = read_state_dict(path)
-        meta = {**recorded, **meta}
+        meta = {**(recorded.to_strings() if recorded else {}), **meta}
         if model_name is None:
             model_name = meta.get("model") or ""
             if not model_name:
-                raise WeightsError(f"{path}: the file does not name its net (no 'model' metadata): name it (--model)")
+                raise WeightsError(f"{path}: the file does not name its net (no 'model' metadata); name it: model=NAME")
         entry = get_entry(model_name)
         if "fc.weight" not in tensors:
             raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
@@ -238,12 +238,12 @@ def _image_files(name: str) -> list[tuple[str, str]]:
     return [(name, "" if path.is_file() else f"{name}: no such file")]
 
 
-def weights_source(path: Path) -> tuple[Path, dict[str, str]]:
-    """The weights file that `path` stands for, and the metadata its run folder records for it, where it has one.
+def weights_source(path: Path) -> tuple[Path, WeightsMetadata | None]:
+    """The weights file that `path` stands for, and what its run folder records of it, where it has a run folder.
 
     Example:
-        >>> weights_source(Path("runs/r20/checkpoint.pt"))[1]["classes"]
-        '["airplane", "automobile", ...]'
+        >>> weights_source(Path("runs/r20/checkpoint.pt"))[1].classes[:2]
+        ['airplane', 'automobile']
 
     A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
     for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and
@@ -252,15 +252,15 @@ def weights_source(path: Path) -> tuple[Path, dict[str, str]]:
     folder = RunFolder(path if given_folder else path.parent)
     if given_folder:
         if folder.model_path.is_file():
-            return folder.model_path, {}
+            return folder.model_path, None
         if not (folder.checkpoint_path.is_file() and folder.config_path.is_file()):
             raise WeightsError(f"{path}: a folder without {folder.model_path.name} or a run's checkpoint to read")
         path = folder.checkpoint_path
         warnings.warn(f"{path.parent}: the run has not finished; its latest checkpoint is used", stacklevel=3)
     if path == folder.checkpoint_path and folder.config_path.is_file():
         try:
-            return path, folder.weights_metadata()
+            return path, folder.weights_card()
         except RunFolderError:  # a config.json of some other tool beside a checkpoint.pt: not a run of ours
             if given_folder:
                 raise
-    return path, {}
+    return path, None

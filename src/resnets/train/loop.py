@@ -226,7 +226,7 @@ class Window:
         self.reset()
 
     def reset(self) -> None:
-        self.started, self.seen = time.perf_counter(), 0
+        self.started, self.seen, self.steps = time.perf_counter(), 0, 0
         self.loss_sum.zero_()
         self.cross_entropy_sum.zero_()
         self.correct.zero_()
@@ -347,6 +347,7 @@ class Trainer:
             self.ema.update_parameters(self.model)
         self.progress.step += 1
         self.window.seen += len(labels)
+        self.window.steps += 1
         return loss
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -391,7 +392,10 @@ class Trainer:
                     self.served, self.data.val_batches, self.device, self.dtype, self.memory_format, flip=False
                 )
                 record.update(val_top1_one_view=one_view["top1"], val_top5_one_view=one_view["top5"])
-        record.update(epoch_seconds=seconds, img_per_s=window.seen * self.ranks.world_size / seconds)
+        # timed_steps: the steps these seconds cover, fewer than the epoch's own when the run resumed inside it
+        record.update(
+            epoch_seconds=seconds, timed_steps=window.steps, img_per_s=window.seen * self.ranks.world_size / seconds
+        )
         progress.history.append(record)
         if self.ranks.is_main:
             self.folder.append_metrics(record)

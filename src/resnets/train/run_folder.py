@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from resnets.atomic import atomic_write
+from resnets.atomic import atomic_write, file_in_the_way
 from resnets.errors import ResnetsError
 from resnets.weights.metadata import WeightsMetadata
 
@@ -65,7 +65,7 @@ class RunFolder:
     def contents(self) -> list[str]:
         """The names in the folder that are not hidden (atomic writes' temporaries and locks are)."""
         if not self.path.exists():
-            blocking = next((parent for parent in self.path.parents if parent.is_file()), None)
+            blocking = file_in_the_way(self.path)
             if blocking is not None:
                 raise RunFolderError(f"--out {self.path}: cannot be made: {blocking} is a file, not a folder")
             return []
@@ -167,12 +167,17 @@ class RunFolder:
         where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
         return f"stopped after {where}: {figure}; {hardware}{_time_left(rows, total, latest.get('from_step', 0))}"
 
-    def weights_metadata(self) -> dict[str, str]:
-        """What the run's weights file will say of itself (net, settings, classes, input size, normalization), as
-        safetensors metadata strings, read from config.json: for reading its checkpoint before the run ends."""
+    def weights_card(self) -> WeightsMetadata:
+        """What the run's weights file will say of itself (net, settings, classes, input size, normalization), read
+        from config.json: for reading its checkpoint before the run ends.
+
+        Example:
+            >>> RunFolder("runs/r20").weights_card().classes[:2]
+            ['airplane', 'automobile']
+        """
         config = self.config()
         try:
-            card = WeightsMetadata(
+            return WeightsMetadata(
                 model=config["model"],
                 model_overrides=config.get("model_overrides", {}),
                 classes=config["classes"],
@@ -182,7 +187,6 @@ class RunFolder:
             )
         except (KeyError, TypeError) as error:
             raise RunFolderError(f"{self.config_path}: records no usable {error} for its weights") from None
-        return card.to_strings()
 
     def require_checkpoint(self) -> None:
         """--resume needs a checkpoint: checked before any data is read."""
@@ -266,10 +270,11 @@ class RunFolder:
 
 def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:
     """The steps left at the fastest pace of the last five records on the latest hardware (from `since_step`;
-    training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs slower."""
+    training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs slower. A
+    record's seconds cover its `timed_steps` (a resumed epoch's steps after the resume; older runs lack the field)."""
     paces, previous_step = [], 0
     for row in rows:
-        steps, previous_step = row["step"] - previous_step, row["step"]
+        steps, previous_step = row.get("timed_steps", row["step"] - previous_step), row["step"]
         if steps > 0 and row["step"] > since_step and row.get("epoch_seconds", 0.0) > 0:
             paces.append(row["epoch_seconds"] / steps)
     paces = paces[-5:]
