@@ -9,9 +9,8 @@ import torch
 
 from resnets.bench import timing
 from resnets.cli import main
-from resnets.deploy.optimize import fold_batchnorm
 from resnets.hardware import cpu_has_native_bf16
-from resnets.models import create_model
+from resnets.models import create_model, fold_batchnorm
 
 
 def test_bench_json_rows_for_ours_and_peers(capsys):

@@ -156,7 +156,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from resnets.deploy.predict import weights_source
+    from resnets.train.run_folder import weights_source
     from resnets.weights import convert
 
     # A run of ours (its folder, or its checkpoint.pt) records its net, settings, classes and normalization: the

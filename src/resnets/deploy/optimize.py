@@ -31,7 +31,7 @@ from torch import nn
 
 from resnets.errors import RuntimeUnsupported
 from resnets.hardware import Precision, can_compile, cpu_has_native_bf16, cpu_has_vnni
-from resnets.models import input_size
+from resnets.models import fold_batchnorm, input_size
 
 # What optimize_for_inference serves (fp16 is a GPU training format here).
 PRECISIONS = (Precision.FP32, Precision.BF16, Precision.INT8)
@@ -80,14 +80,6 @@ class InferenceModel:
         if mode:
             raise ValueError("an optimized inference model cannot be trained; train the nn.Module it came from")
         return self
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy with every BatchNorm folded into the conv before it (torch.fx's own fuser); `model`
-    itself is left as it was, training mode included."""
-    from torch.fx.experimental.optimization import fuse
-
-    return fuse(copy.deepcopy(model).eval(), inplace=True)
 
 
 def optimize_for_inference(

@@ -28,13 +28,11 @@ from resnets.data import (
     sample_images,
     stratified_split,
 )
-from resnets.models import ResNet, get_entry
+from resnets.models import ResNet
 from resnets.train.evaluate import evaluate
-from resnets.train.run_folder import RunFolder, RunFolderError
-from resnets.weights import WeightsError, read_state_dict
-from resnets.weights.loading import apply_state_dict
+from resnets.train.run_folder import weights_source
 from resnets.weights.metadata import WeightsMetadata
-from resnets.weights.pretrained import create_model, pretrained_for
+from resnets.weights.pretrained import load_trained, pretrained_for
 
 PREDICT_BATCH = 64  # images a forward pass: enough to keep the kernels busy, few enough for any folder
 
@@ -77,21 +75,7 @@ class Predictor:
         if pretrained and model_name is None:
             raise ValueError("pretrained=True needs model=NAME: which net's shipped weights to load")
         path, recorded = (pretrained_for(model_name).path, None) if pretrained else weights_source(Path(weights))
-        if model_name is not None:
-            get_entry(model_name)  # an unknown name fails before the file is read
-        tensors, meta = read_state_dict(path)
-        meta = {**(recorded.to_strings() if recorded else {}), **meta}
-        if model_name is None:
-            model_name = meta.get("model") or ""
-            if not model_name:
-                raise WeightsError(f"{path}: the file does not name its net (no 'model' metadata); name it: model=NAME")
-        entry = get_entry(model_name)
-        if "fc.weight" not in tensors:
-            raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
-        num_classes = tensors["fc.weight"].shape[0]
-        card = WeightsMetadata.parse(meta, path, num_classes, default_size=entry.input_size[-1])
-        model = create_model(model_name, num_classes=num_classes, **card.model_overrides)
-        apply_state_dict(model, tensors, path)
+        model, card = load_trained(path, model_name, recorded)
         predictor = cls(model.eval(), card.classes, card.image_size, card.mean, card.std)
         predictor.held_out_fraction = _recorded_val_fraction(card)
         return predictor
@@ -236,31 +220,3 @@ def _image_files(name: str) -> list[tuple[str, str]]:
             return [(name, f"{name}: a folder with no images in it ({', '.join(IMAGE_SUFFIXES)})")]
         return [(str(f), "") for f in found]
     return [(name, "" if path.is_file() else f"{name}: no such file")]
-
-
-def weights_source(path: Path) -> tuple[Path, WeightsMetadata | None]:
-    """The weights file that `path` stands for, and what its run folder records of it, where it has a run folder.
-
-    Example:
-        >>> weights_source(Path("runs/r20/checkpoint.pt"))[1].classes[:2]
-        ['airplane', 'automobile']
-
-    A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
-    for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and
-    normalization come from the run's config.json (without it, a checkpoint would be read with ImageNet's)."""
-    given_folder = path.is_dir()
-    folder = RunFolder(path if given_folder else path.parent)
-    if given_folder:
-        if folder.model_path.is_file():
-            return folder.model_path, None
-        if not (folder.checkpoint_path.is_file() and folder.config_path.is_file()):
-            raise WeightsError(f"{path}: a folder without {folder.model_path.name} or a run's checkpoint to read")
-        path = folder.checkpoint_path
-        warnings.warn(f"{path.parent}: the run has not finished; its latest checkpoint is used", stacklevel=3)
-    if path == folder.checkpoint_path and folder.config_path.is_file():
-        try:
-            return path, folder.weights_card()
-        except RunFolderError:  # a config.json of some other tool beside a checkpoint.pt: not a run of ours
-            if given_folder:
-                raise
-    return path, None

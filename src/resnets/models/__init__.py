@@ -25,7 +25,7 @@ from resnets.models.registry import (
     input_size,
     list_models,
 )
-from resnets.models.resnet import ResNet
+from resnets.models.resnet import ResNet, fold_batchnorm
 
 __all__ = [
     "CIFAR_DEPTHS",
@@ -47,6 +47,7 @@ __all__ = [
     "ZeroPadShortcut",
     "cifar",
     "create_model",
+    "fold_batchnorm",
     "get_config",
     "get_entry",
     "imagenet",

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnets.models import fold_batchnorm
 from resnets.train.run_folder import RunFolder
-from resnets.weights.pretrained import PRETRAINED, sha256_of
+from resnets.weights.pretrained import PRETRAINED, load_trained, pretrained_for, sha256_of
 
 
 class TeacherNet(nn.Module):
@@ -59,32 +60,29 @@ def load_teacher(
     Example:
         >>> load_teacher("resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32).description
     """
-    from resnets.deploy.optimize import fold_batchnorm
-    from resnets.deploy.predict import Predictor  # deploy reads trained files; it imports train's evaluate
-
     path = Path(spec)
     if path.is_dir():
         path = RunFolder(path).model_path
         if not path.is_file():
             raise ValueError(f"--teacher {spec}: the folder holds no {path.name} (has that run finished?)")
     if path.is_file():
-        predictor = Predictor.load(None, weights=path)  # the net its metadata names
-        origin, sha256 = f"{predictor.model.name} from {path}", sha256_of(path)
+        model, card = load_trained(path)  # the net its metadata names
+        origin, sha256 = f"{model.name} from {path}", sha256_of(path)
     elif spec in PRETRAINED:
-        predictor = Predictor.load(spec, pretrained=True)
+        model, card = load_trained(pretrained_for(spec).path, spec)
         origin, sha256 = f"{spec} (shipped weights)", PRETRAINED[spec].sha256
     else:
         shipped = ", ".join(sorted(PRETRAINED))
         raise ValueError(f"--teacher {spec}: neither a weights file nor a net with shipped weights ({shipped})")
-    if list(predictor.classes) != list(classes):
-        raise ValueError(f"--teacher {spec}: its classes {predictor.classes[:4]}… are not the data's, in order")
-    if predictor.image_size != image_size:
-        raise ValueError(f"--teacher {spec}: takes {predictor.image_size}px images, the student {image_size}px")
+    if list(card.classes) != list(classes):
+        raise ValueError(f"--teacher {spec}: its classes {card.classes[:4]}… are not the data's, in order")
+    if card.image_size != image_size:
+        raise ValueError(f"--teacher {spec}: takes {card.image_size}px images, the student {image_size}px")
     student_mean, student_std = torch.tensor(mean), torch.tensor(std)
-    teacher_mean, teacher_std = torch.tensor(predictor.mean), torch.tensor(predictor.std)
+    teacher_mean, teacher_std = torch.tensor(card.mean), torch.tensor(card.std)
     scale = student_std / teacher_std
     shift = (student_mean - teacher_mean) / teacher_std
-    return TeacherNet(fold_batchnorm(predictor.model), scale, shift, origin, sha256)
+    return TeacherNet(fold_batchnorm(model), scale, shift, origin, sha256)
 
 
 class DistillationLoss:

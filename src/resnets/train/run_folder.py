@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 from resnets.atomic import atomic_write, file_in_the_way
 from resnets.errors import ResnetsError
 from resnets.weights.metadata import WeightsMetadata
+from resnets.weights.readers import WeightsError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -266,6 +268,34 @@ class RunFolder:
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as file:
             file.write(json.dumps(record) + "\n")
+
+
+def weights_source(path: Path) -> tuple[Path, WeightsMetadata | None]:
+    """The weights file that `path` stands for, and what its run folder records of it, where it has a run folder.
+
+    Example:
+        >>> weights_source(Path("runs/r20/checkpoint.pt"))[1].classes[:2]
+        ['airplane', 'automobile']
+
+    A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
+    for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and
+    normalization come from the run's config.json (without it, a checkpoint would be read with ImageNet's)."""
+    given_folder = path.is_dir()
+    folder = RunFolder(path if given_folder else path.parent)
+    if given_folder:
+        if folder.model_path.is_file():
+            return folder.model_path, None
+        if not (folder.checkpoint_path.is_file() and folder.config_path.is_file()):
+            raise WeightsError(f"{path}: a folder without {folder.model_path.name} or a run's checkpoint to read")
+        path = folder.checkpoint_path
+        warnings.warn(f"{path.parent}: the run has not finished; its latest checkpoint is used", stacklevel=3)
+    if path == folder.checkpoint_path and folder.config_path.is_file():
+        try:
+            return path, folder.weights_card()
+        except RunFolderError:  # a config.json of some other tool beside a checkpoint.pt: not a run of ours
+            if given_folder:
+                raise
+    return path, None
 
 
 def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from resnets.models import ResNet
+from resnets.models import ResNet, get_entry
 from resnets.models import create_model as build_model
-from resnets.weights.loading import load_weights
+from resnets.weights.loading import apply_state_dict, load_weights, read_state_dict
+from resnets.weights.metadata import WeightsMetadata
 from resnets.weights.readers import WeightsError
 
 FILES = Path(__file__).parent / "files"
@@ -99,3 +100,32 @@ def create_model(
     if weights is not None:
         load_weights(model, weights, reset_classifier=reset_classifier)
     return model
+
+
+def load_trained(
+    path: str | os.PathLike, model_name: str | None = None, recorded: WeightsMetadata | None = None
+) -> tuple[ResNet, WeightsMetadata]:
+    """The net a trained weights file holds (the one its metadata names, or `model_name`), built to the file's
+    classifier and settings and loaded, with what the file says of its classes, input size and normalization.
+    `recorded`: what a run folder records for its checkpoint, which holds tensors only.
+
+    Example:
+        >>> model, card = load_trained("runs/r20/model.safetensors")
+        >>> card.classes[:2]
+        ['airplane', 'automobile']
+    """
+    if model_name is not None:
+        get_entry(model_name)  # an unknown name fails before the file is read
+    tensors, meta = read_state_dict(path)
+    meta = {**(recorded.to_strings() if recorded else {}), **meta}
+    model_name = model_name or meta.get("model") or ""
+    if not model_name:
+        raise WeightsError(f"{path}: the file does not name its net (no 'model' metadata); name it: model=NAME")
+    entry = get_entry(model_name)
+    if "fc.weight" not in tensors:
+        raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
+    num_classes = tensors["fc.weight"].shape[0]
+    card = WeightsMetadata.parse(meta, path, num_classes, default_size=entry.input_size[-1])
+    model = build_model(model_name, num_classes=num_classes, **card.model_overrides)
+    apply_state_dict(model, tensors, path)
+    return model, card
