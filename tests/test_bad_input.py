@@ -128,6 +128,7 @@ def test_a_new_run_never_overwrites_a_run_or_the_users_files(tmp_path, finished_
     [
         (["--image-size", "-8"], "--image-size -8: must be 0 or >= 8"),
         (["--epochs", "0"], "--epochs 0.0: must be > 0"),
+        (["--recipe", "fastest"], "invalid choice: 'fastest' (choose from 'cifar-paper', 'imagenet-paper'"),
         (["--schedule", "wavy"], "invalid choice: 'wavy'"),
         (["--augment", "weird"], "invalid choice: 'weird'"),
         (["--precision", "int8"], "invalid choice: 'int8'"),

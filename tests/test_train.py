@@ -287,11 +287,6 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["train", "--model", "resnet21", "--data", str(SAMPLE), "--out", str(tmp_path / "r")]) == 2
     assert "unknown model 'resnet21'" in capsys.readouterr().err
-    assert (
-        main(["train", "--model", "resnet20", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--recipe", "x"])
-        == 2
-    )
-    assert "unknown recipe 'x'" in capsys.readouterr().err
 
 
 def test_the_weights_file_says_how_it_was_made(tmp_path):

@@ -369,178 +369,230 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from resnets.bench.timing import Mode
-    from resnets.deploy.export import FORMATS
-    from resnets.deploy.optimize import PRECISIONS, Runtime
-    from resnets.hardware import Precision
-    from resnets.reproduce.runner import BUDGETS
+CACHE_DIR = str(Path.home() / ".cache" / "resnets")
 
-    parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(
-            name,
-            help=help,
-            description=help,
-            epilog=EXAMPLES.get(name),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        command.set_defaults(func=func)
-        return command
-
-    models = add("models", cmd_models, "list the registered networks")
-    models.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern (default: all)")
-    fmt = models.add_mutually_exclusive_group()
+def _models_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern (default: all)")
+    fmt = command.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON rows with parameters and multiply-adds")
     fmt.add_argument("--markdown", action="store_true", help="a Markdown table with parameters and multiply-adds")
 
-    summary = add("summary", cmd_summary, "layer table and totals of one network (Keras's counting)")
-    summary.add_argument("model")
-    summary.add_argument("--input-size", nargs=3, type=_count(1), metavar=("C", "H", "W"))
-    summary.add_argument("--depth", type=_count(0), default=2, help="nesting depth of the table (default: 2)")
-    summary.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    summary.add_argument("--json", action="store_true")
 
-    convert = add("convert", cmd_convert, "convert weights of any supported format to .safetensors")
-    convert.add_argument("source", help="weight file: .pth .pt .safetensors .h5 .keras .pdparams")
-    convert.add_argument("destination", help="the .safetensors file to write (atomically)")
-    convert.add_argument(
+def _summary_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("model")
+    command.add_argument("--input-size", nargs=3, type=_count(1), metavar=("C", "H", "W"))
+    command.add_argument("--depth", type=_count(0), default=2, help="nesting depth of the table (default: 2)")
+    command.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    command.add_argument("--json", action="store_true")
+
+
+def _convert_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("source", help="weight file: .pth .pt .safetensors .h5 .keras .pdparams")
+    command.add_argument("destination", help="the .safetensors file to write (atomically)")
+    command.add_argument(
         "--model", help="registered model the weights are for (default for a run of ours: the net it trained)"
     )
-    convert.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (num_classes=10)")
-    convert.add_argument("--json", action="store_true")
+    command.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (num_classes=10)")
+    command.add_argument("--json", action="store_true")
 
-    train = add("train", cmd_train, "train a network on an image folder, archive or CIFAR pickles")
-    train.add_argument("--model", required=True)
-    train.add_argument("--data", required=True, help="ImageFolder dir, .tar.gz of one, or CIFAR pickle dir")
-    train.add_argument("--recipe", default="cifar-fast", help="cifar-paper | imagenet-paper | cifar-fast")
-    train.add_argument("--out", required=True, help="run directory (config, metrics, checkpoints, weights)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    train.add_argument(
+
+def _train_flags(command: argparse.ArgumentParser) -> None:
+    from resnets.train.recipes import RECIPES
+
+    command.add_argument("--model", required=True)
+    command.add_argument("--data", required=True, help="ImageFolder dir, .tar.gz of one, or CIFAR pickle dir")
+    command.add_argument("--recipe", default="cifar-fast", choices=list(RECIPES), help="the recipe to start from")
+    command.add_argument("--out", required=True, help="run directory (config, metrics, checkpoints, weights)")
+    command.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    command.add_argument(
         "--overwrite", action="store_true", help="replace the run in --out (its own files only; others are kept)"
     )
-    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    train.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "resnets"), help="decoded-image cache")
-    train.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
-    train.add_argument("--stop-after-steps", type=_count(1), help="checkpoint and stop after this many steps")
-    train.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
-    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    _add_recipe_flags(train)
+    command.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    command.add_argument("--cache-dir", default=CACHE_DIR, help="decoded-image cache")
+    command.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
+    command.add_argument("--stop-after-steps", type=_count(1), help="checkpoint and stop after this many steps")
+    command.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    command.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
+    command.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    _add_recipe_flags(command)
 
-    for name, func, text in (
-        ("eval", cmd_eval, "top-1/top-5 accuracy of trained weights on a dataset"),
-        ("predict", cmd_predict, "classify image files"),
-        ("export", cmd_export, "export to ONNX, TorchScript or torch.export, checked against eager"),
-    ):
-        command = add(name, func, text)
-        command.add_argument(
-            "--model", help="registered net (default with --weights: the net the file or run folder names)"
-        )
-        source = command.add_mutually_exclusive_group(required=True)
-        source.add_argument(
-            "--weights", help="weight file (any supported format), or a run folder (its weights or latest checkpoint)"
-        )
-        source.add_argument("--pretrained", action="store_true", help="the weights shipped with resnets")
-        command.add_argument("--json", action="store_true")
-    evaluate = sub.choices["eval"]
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--split", default="auto", choices=["auto", "val", "all"])
-    evaluate.add_argument("--flip", action="store_true", help="average over a horizontal flip")
-    evaluate.add_argument(
+
+def _trained_weights_flags(command: argparse.ArgumentParser) -> None:
+    """Which trained net to run: eval, predict and export share these."""
+    command.add_argument(
+        "--model", help="registered net (default with --weights: the net the file or run folder names)"
+    )
+    source = command.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--weights", help="weight file (any supported format), or a run folder (its weights or latest checkpoint)"
+    )
+    source.add_argument("--pretrained", action="store_true", help="the weights shipped with resnets")
+    command.add_argument("--json", action="store_true")
+
+
+def _fast_flag(command: argparse.ArgumentParser) -> None:
+    from resnets.deploy.optimize import PRECISIONS
+    from resnets.hardware import Precision
+
+    command.add_argument(
+        "--fast",
+        nargs="?",
+        const="auto",
+        choices=[str(p) for p in (Precision.AUTO, *PRECISIONS)],
+        help="the optimized path (folded BN, inductor, int8 or bf16); auto keeps the fastest that agrees with "
+        "fp32 on >= 98%% of calibration images",
+    )
+
+
+def _eval_flags(command: argparse.ArgumentParser) -> None:
+    _trained_weights_flags(command)
+    command.add_argument("--data", required=True)
+    command.add_argument("--split", default="auto", choices=["auto", "val", "all"])
+    command.add_argument("--flip", action="store_true", help="average over a horizontal flip")
+    command.add_argument(
         "--skip-bad-images", action="store_true", help="leave out unreadable images (each is named), and go on"
     )
-    for name in ("eval", "predict"):
-        sub.choices[name].add_argument(
-            "--fast",
-            nargs="?",
-            const="auto",
-            choices=[str(p) for p in (Precision.AUTO, *PRECISIONS)],
-            help="the optimized path (folded BN, inductor, int8 or bf16); auto keeps the fastest that agrees with "
-            "fp32 on >= 98%% of calibration images",
-        )
-    predict = sub.choices["predict"]
-    predict.add_argument("images", nargs="+", help="image files, or folders of them (searched recursively)")
-    predict.add_argument("--topk", type=_count(1), default=5)
-    export = sub.choices["export"]
-    export.add_argument("--format", required=True, choices=list(FORMATS))
-    export.add_argument("--out", required=True)
-    export.add_argument(
+    _fast_flag(command)
+
+
+def _predict_flags(command: argparse.ArgumentParser) -> None:
+    _trained_weights_flags(command)
+    _fast_flag(command)
+    command.add_argument("images", nargs="+", help="image files, or folders of them (searched recursively)")
+    command.add_argument("--topk", type=_count(1), default=5)
+
+
+def _export_flags(command: argparse.ArgumentParser) -> None:
+    from resnets.deploy.export import FORMATS
+
+    _trained_weights_flags(command)
+    command.add_argument("--format", required=True, choices=list(FORMATS))
+    command.add_argument("--out", required=True)
+    command.add_argument(
         "--dtype", default="fp32", choices=["fp32", "int8"], help="int8: a calibrated QDQ graph (onnx, openvino)"
     )
-    export.add_argument("--data", help="images for the check (default: the embedded CIFAR-10 sample)")
+    command.add_argument("--data", help="images for the check (default: the embedded CIFAR-10 sample)")
 
-    bench = add("bench", cmd_bench, "time forward and training steps, beside peer engines (seed 002)")
-    bench.add_argument("models", nargs="*")
-    bench.add_argument("--batch-size", type=_count(1), nargs="+")
-    bench.add_argument("--mode", default="both", choices=[str(m) for m in Mode])
-    bench.add_argument(
+
+def _bench_flags(command: argparse.ArgumentParser) -> None:
+    from resnets.bench.timing import Mode
+    from resnets.deploy.optimize import Runtime
+    from resnets.hardware import Precision
+
+    command.add_argument("models", nargs="*")
+    command.add_argument("--batch-size", type=_count(1), nargs="+")
+    command.add_argument("--mode", default="both", choices=[str(m) for m in Mode])
+    command.add_argument(
         "--dtype",
         nargs="+",
         choices=[str(p) for p in Precision if p != Precision.AUTO],
         help="our precisions (default: each one this machine runs natively: fp32, int8 to infer, bf16 where native)",
     )
-    bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    bench.add_argument(
+    command.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    command.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="inductor for our model (default: on for inference, where it pays; off for training)",
     )
-    bench.add_argument(
+    command.add_argument(
         "--engine",
         default="auto",
         choices=[str(r) for r in Runtime],
         help="runtime for our inference rows (auto: the fastest of those that run each precision, timed first)",
     )
-    bench.add_argument("--device", default="cpu", help="cpu | cuda")
-    bench.add_argument(
+    command.add_argument("--device", default="cpu", help="cpu | cuda")
+    command.add_argument(
         "--peers",
         help="comma-separated: torchvision,timm,onnxruntime,openvino, or none "
         "(default: those of torchvision, onnxruntime and openvino that are installed)",
     )
-    bench.add_argument("--warmup", type=_count(0), default=10)
-    bench.add_argument("--iters", type=_count(1), default=100)
-    bench.add_argument(
+    command.add_argument("--warmup", type=_count(0), default=10)
+    command.add_argument("--iters", type=_count(1), default=100)
+    command.add_argument(
         "--sweep", choices=["depth", "batch"], help="a scaling view over depth (the named model's family) or batch size"
     )
-    bench.add_argument("--plot", help="PNG of img/s and achieved GFLOP/s")
-    bench.add_argument("--json", action="store_true")
+    command.add_argument("--plot", help="PNG of img/s and achieved GFLOP/s")
+    command.add_argument("--json", action="store_true")
 
-    reproduce = add("reproduce", cmd_reproduce, "rerun a paper experiment on CIFAR-10: results.md, figures, metrics")
-    reproduce.add_argument("experiment", choices=["degradation", "depth", "v2-shortcuts", "v2-activations"])
-    reproduce.add_argument("--data", help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
-    reproduce.add_argument(
+
+def _reproduce_flags(command: argparse.ArgumentParser) -> None:
+    from resnets.reproduce.runner import BUDGETS
+
+    command.add_argument("experiment", choices=["degradation", "depth", "v2-shortcuts", "v2-activations"])
+    command.add_argument("--data", help="CIFAR-10 as an ImageFolder dir, .tar.gz of one, or pickles")
+    command.add_argument(
         "--status", action="store_true", help="say where each run stands (step, validation, hardware); train nothing"
     )
-    reproduce.add_argument(
+    command.add_argument(
         "--budget",
         default="fast",
         choices=list(BUDGETS),
         help="fast: minutes per net on a 2-core CPU; medium: 12k steps, hours per net; paper: 64k steps; zoo: the "
         "shipped weights' recipe (cifar-fast, Cutout 16, 180 epochs)",
     )
-    reproduce.add_argument("--iterations", type=_count(1), help="steps per net instead of the budget's")
-    reproduce.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")
-    reproduce.add_argument("--runs", help="where the runs live, shared between experiments (default OUT/runs)")
-    reproduce.add_argument(
+    command.add_argument("--iterations", type=_count(1), help="steps per net instead of the budget's")
+    command.add_argument("--out", default="results", help="OUT/<experiment>/results.md and OUT/<experiment>.png")
+    command.add_argument("--runs", help="where the runs live, shared between experiments (default OUT/runs)")
+    command.add_argument(
         "--seeds",
         type=_count(1),
         default=1,
         help="runs per net, from seeds 0, 1, ...; the tables give their mean and its standard error (seed 0's run "
         "is the one a 1-seed report used)",
     )
-    reproduce.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    reproduce.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "resnets"), help="decoded-image cache")
+    command.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    command.add_argument("--cache-dir", default=CACHE_DIR, help="decoded-image cache")
 
-    plot = add("plot", cmd_plot, "loss, error and learning-rate curves of a run, as PNG")
-    plot.add_argument("run_dir")
-    plot.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
 
-    status = add("status", cmd_status, "where runs stand: step, epoch, last validation figure, hardware; one line each")
-    status.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+def _plot_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("run_dir")
+    command.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+
+
+def _status_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+
+
+# name: (what it runs, its one-line help, its flags), in the order `resnets --help` lists them
+COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "models": (cmd_models, "list the registered networks", _models_flags),
+    "summary": (cmd_summary, "layer table and totals of one network (Keras's counting)", _summary_flags),
+    "convert": (cmd_convert, "convert weights of any supported format to .safetensors", _convert_flags),
+    "train": (cmd_train, "train a network on an image folder, archive or CIFAR pickles", _train_flags),
+    "eval": (cmd_eval, "top-1/top-5 accuracy of trained weights on a dataset", _eval_flags),
+    "predict": (cmd_predict, "classify image files", _predict_flags),
+    "export": (cmd_export, "export to ONNX, TorchScript or torch.export, checked against eager", _export_flags),
+    "bench": (cmd_bench, "time forward and training steps, beside peer engines (seed 002)", _bench_flags),
+    "reproduce": (
+        cmd_reproduce,
+        "rerun a paper experiment on CIFAR-10: results.md, figures, metrics",
+        _reproduce_flags,
+    ),
+    "plot": (cmd_plot, "loss, error and learning-rate curves of a run, as PNG", _plot_flags),
+    "status": (
+        cmd_status,
+        "where runs stand: step, epoch, last validation figure, hardware; one line each",
+        _status_flags,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `resnets` command's parser: one subcommand per COMMANDS entry, each with its examples as epilog."""
+    parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (func, text, add_flags) in COMMANDS.items():
+        command = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.set_defaults(func=func)
+        add_flags(command)
     return parser
 
 
