@@ -388,10 +388,20 @@ def test_an_unfinished_run_is_evaluated_from_its_checkpoint_with_its_preprocessi
     save_file(load_file(converted), tmp_path / "bare.safetensors")
     assert main([*evaluate, str(tmp_path / "bare.safetensors")]) == 2
     assert "does not name its net (no 'model' metadata); name it: --model NAME" in capsys.readouterr().err
-    # A checkpoint.pt beside another tool's config.json is read as a plain checkpoint, the config left alone.
+    # Moved out of its run folder, a checkpoint still says its net, settings, classes and normalization itself.
+    alone = tmp_path / "alone.pt"
+    alone.write_bytes((run / "checkpoint.pt").read_bytes())
+    assert main([*evaluate, str(alone)]) == 0
+    assert json.loads(capsys.readouterr().out) == finished
+    assert main(["convert", str(alone), str(tmp_path / "alone.safetensors")]) == 0
+    assert read_state_dict(tmp_path / "alone.safetensors")[1]["mean"] == read_state_dict(converted)[1]["mean"]
+    # A checkpoint without that card (as runs wrote before it) beside another tool's config.json is read as a
+    # plain checkpoint, the config left alone.
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    (foreign / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
+    plain = torch.load(run / "checkpoint.pt", weights_only=True)
+    del plain["weights_card"]
+    torch.save(plain, foreign / "checkpoint.pt")
     (foreign / "config.json").write_text('{"architectures": ["SomethingElse"]}')
     assert main([*evaluate, str(foreign / "checkpoint.pt"), "--model", "resnet20"]) == 2
     assert "does not fit model resnet20" in capsys.readouterr().err  # an 8-layer net's tensors, named as such

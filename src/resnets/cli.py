@@ -158,13 +158,14 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from resnets.train.run_folder import weights_source
     from resnets.weights import convert
+    from resnets.weights.pretrained import load_trained
 
     # A run of ours (its folder, or its checkpoint.pt) records its net, settings, classes and normalization: the
     # converted file keeps them, as the run's own weights file would.
     source, recorded = weights_source(Path(args.source))
-    model = args.model or (recorded.model if recorded else "")
-    if not model:
-        raise CliError(f"--model is needed: name the net whose weights {args.source} holds")
+    if recorded is None and not args.model:
+        _, recorded = load_trained(source)  # a file of ours names its net; any other gets "name it: --model NAME"
+    model = args.model or recorded.model
     overrides = _parse_overrides(args.set)
     if recorded:
         overrides = {"num_classes": len(recorded.classes), **recorded.model_overrides, **overrides}

@@ -25,11 +25,14 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     state: dict,
     ema: nn.Module | None = None,
+    weights_card: dict[str, str] | None = None,
 ) -> None:
     """Model, optimizer, scaler, loop position and RNG states (and the weights' moving average, when the run keeps
-    one); a crash mid-write leaves the previous file."""
+    one); a crash mid-write leaves the previous file. `weights_card` (the net, classes and preprocessing, as
+    `WeightsMetadata.to_strings`) lets the file be evaluated away from its run folder."""
     payload = {
         "model": model.state_dict(),
+        **({"weights_card": weights_card} if weights_card else {}),
         **({"ema": ema.state_dict()} if ema is not None else {}),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),

@@ -417,7 +417,10 @@ class Trainer:
     def checkpoint(self, epoch: int, position: int) -> None:
         if self.ranks.is_main:
             state = self.progress.as_state(epoch, position)
-            save_checkpoint(self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, state, self.ema)
+            card = self.folder.weights_card().to_strings()
+            save_checkpoint(
+                self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, state, self.ema, weights_card=card
+            )
 
     def run_epoch(self, epoch: int, stop: StopRequest, stop_after_steps: int | None, show: bool) -> dict | None:
         """The steps of `epoch` from where the run stands; a stop request checkpoints and returns why."""

@@ -46,7 +46,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     elif fmt == "paddle":
         tensors = read_paddle(path)
     else:
-        tensors = read_torch(path)
+        tensors, stored = read_torch(path)
+        metadata.update(stored)
     naming = naming_of(list(tensors))
     if naming == "caffe":
         tensors = from_caffe(tensors)

@@ -79,7 +79,8 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     return key
 
 
-def read_torch(path: Path) -> dict[str, torch.Tensor]:
+def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A PyTorch file's state_dict, and the weights card (`weights_card`: strings) a checkpoint of ours carries."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -89,7 +90,10 @@ def read_torch(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, IndexError, ValueError, zipfile.BadZipFile, OSError) as error:
         raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({str(error).splitlines()[0]})") from None
-    return _unwrap_checkpoint(obj, path)
+    card = obj.get("weights_card") if isinstance(obj, dict) else None
+    if not (isinstance(card, dict) and all(isinstance(v, str) for v in card.values())):
+        card = {}
+    return _unwrap_checkpoint(obj, path), card
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
