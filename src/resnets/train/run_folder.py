@@ -278,8 +278,9 @@ def weights_source(path: Path) -> tuple[Path, WeightsMetadata | None]:
         ['airplane', 'automobile']
 
     A finished run folder stands for its model.safetensors, which carries its own metadata. An unfinished one stands
-    for its checkpoint, and so does a checkpoint.pt given by name: a checkpoint holds tensors only, so its classes and
-    normalization come from the run's config.json (without it, a checkpoint would be read with ImageNet's)."""
+    for its checkpoint, and so does a checkpoint.pt given by name, read with the classes and normalization of the
+    run's config.json: checkpoints written before they carried their own card would otherwise be read with
+    ImageNet's."""
     given_folder = path.is_dir()
     folder = RunFolder(path if given_folder else path.parent)
     if given_folder:

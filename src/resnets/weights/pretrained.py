@@ -107,7 +107,7 @@ def load_trained(
 ) -> tuple[ResNet, WeightsMetadata]:
     """The net a trained weights file holds (the one its metadata names, or `model_name`), built to the file's
     classifier and settings and loaded, with what the file says of its classes, input size and normalization.
-    `recorded`: what a run folder records for its checkpoint, which holds tensors only.
+    `recorded`: what a run folder records of its checkpoint, for what the file itself does not say.
 
     Example:
         >>> model, card = load_trained("runs/r20/model.safetensors")
