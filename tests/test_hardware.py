@@ -39,3 +39,28 @@ def test_a_capped_amx_machine_trains_in_fp32_and_says_why(monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert hardware.resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
     assert hardware.describe_device().endswith("AVX-512, native BF16)")
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("gpu", "--device gpu: not a device; choose auto, cpu, cuda or cuda:N"),
+        ("cpu:1", "--device cpu:1: not a device"),
+        ("cuda:x", "--device cuda:x: not a device"),
+    ],
+)
+def test_a_device_that_is_not_one_is_named(device, message):
+    with pytest.raises(ValueError, match=message):
+        hardware.resolve_device(device)
+
+
+def test_cuda_without_a_gpu_or_past_the_last_one_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device cuda: no CUDA device is available here"):
+        hardware.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"--device cuda:1: this machine has 1 CUDA device\(s\)"):
+        hardware.resolve_device("cuda:1")
+    assert hardware.resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert hardware.resolve_device("cpu") == torch.device("cpu")
