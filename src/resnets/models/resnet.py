@@ -53,10 +53,16 @@ class ResNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self._build_stem(config)
+        self.num_features = self._build_stages(config)
+        self._build_head(config, self.num_features)
+        self._init_stem()
+
+    def _build_stem(self, config: ModelConfig) -> None:
+        """conv1, bn1, relu, maxpool. A pre-activation net normalizes inside its first block, so its stem is one
+        conv."""
         preact = config.activation is Activation.FULL_PREACT
         imagenet = config.stem is Stem.IMAGENET
-
-        # Stem. A pre-activation net normalizes inside its first block, so its stem is one conv.
         self.conv1 = _conv(
             config,
             followed_by_norm=not preact,
@@ -74,11 +80,12 @@ class ResNet(nn.Module):
         else:
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-        # Stages, named layer1.. as torchvision names them.
+    def _build_stages(self, config: ModelConfig) -> int:
+        """layer1.. (torchvision's names) and their `feature_info`; returns the last stage's channels."""
         total_blocks = sum(config.layers)
         block_index, in_channels = 0, config.stem_width
         self.feature_info: list[dict] = []
-        reduction = 4 if imagenet else 1
+        reduction = 4 if config.stem is Stem.IMAGENET else 1
         self.stage_names: list[str] = []
         for stage_index, (width, plan) in enumerate(zip(config.widths, _stage_plan(config), strict=True)):
             blocks = []
@@ -102,9 +109,12 @@ class ResNet(nn.Module):
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
             self.feature_info.append(dict(num_chs=in_channels, reduction=reduction, module=name))
+        return in_channels
 
-        # Pre-activation units end on an addition; the last one still needs its activation.
-        if preact:
+    def _build_head(self, config: ModelConfig, in_channels: int) -> None:
+        """post_bn/post_relu (pre-activation units end on an addition; the last one still needs its activation),
+        then global pooling and the classifier, or the stages' maps for `features_only`."""
+        if config.activation is Activation.FULL_PREACT:
             self.post_bn = config.norm_layer(in_channels, eps=config.norm_eps)
             self.post_relu = nn.ReLU(inplace=True)
         elif config.activation is Activation.RELU_ONLY_PREACT:
@@ -113,8 +123,6 @@ class ResNet(nn.Module):
         else:
             self.post_bn = nn.Identity()
             self.post_relu = nn.Identity()
-
-        self.num_features = in_channels
         if config.features_only:
             self.out_indices = config.out_indices or tuple(range(len(config.layers)))
             self.feature_info = [self.feature_info[i] for i in self.out_indices]
@@ -125,7 +133,6 @@ class ResNet(nn.Module):
             if config.include_top and config.global_pool is None:
                 raise ValueError("include_top=True needs a global_pool ('avg' or 'max') before the classifier")
             self.fc = nn.Linear(in_channels, config.num_classes) if config.include_top else nn.Identity()
-        self._init_stem()
 
     def _init_stem(self) -> None:
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
