@@ -1,6 +1,6 @@
 """Where one training step's time goes on this CPU, on synthetic data: the step in three forms, the compiled step's
-profile by kind of work, oneDNN's convolution and reorder time in each memory layout, and 1x1 convolutions
-against the same work written as matrix products.
+profile by kind of work, what keeping freed host memory saves (page faults), oneDNN's convolution and reorder time
+in each memory layout, and 1x1 convolutions against the same work written as matrix products.
 
 What `train_throughput.py` cannot say: its ratio is the whole step against the plain loop; this names the part
 that stays. The forms are the plain loop's (NCHW, eager), channels_last eager, and ours (channels_last, compiled),
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from resnets.hardware import describe_device, resolve_precision
+from resnets.hardware import describe_device, resolve_precision, steady_host_memory
 from resnets.models import create_model
 
 WARMUP = 2
@@ -98,6 +100,35 @@ def compiled_profile(args: argparse.Namespace) -> None:
     print(f"({total / args.steps:.2f} s a step):")
     for kind, spent in sorted(seconds.items(), key=lambda item: -item[1]):
         print(f"  {kind:<40} {100 * spent / total:5.1f}%")
+
+
+def host_memory(args: argparse.Namespace, rounds: int = 3) -> None:
+    """The channels_last step, eager and compiled, with glibc's defaults and inside `steady_host_memory` (as
+    `resnets train` runs it), alternating, so that a shared machine's drift falls on both. After the first round
+    "glibc's defaults" are those of a warmed-up process (the settings `steady_host_memory` leaves behind)."""
+    print(f"\nhost memory, the channels_last step ({rounds} alternating rounds of {args.steps} steps, medians):")
+    for compiled in (False, True):
+        step = Step(args, channels_last=True, compiled=compiled)
+        for _ in range(WARMUP):
+            step()
+        seconds: dict[str, list[float]] = collections.defaultdict(list)
+        faults: dict[str, list[int]] = collections.defaultdict(list)
+        for _ in range(rounds):
+            for name in ("glibc's defaults", "steady host memory"):
+                with steady_host_memory() if name == "steady host memory" else contextlib.nullcontext():
+                    step()  # the first step in new settings settles them
+                    for _ in range(args.steps):
+                        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                        started = time.perf_counter()
+                        step()
+                        seconds[name].append(time.perf_counter() - started)
+                        faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        baseline = statistics.median(seconds["glibc's defaults"])
+        for name, spent in seconds.items():
+            form = f"{'compiled' if compiled else 'eager'}, {name}"
+            rate = len(step.images) / statistics.median(spent)
+            print(f"  {form:<30} {rate:8.2f} img/s  {baseline / statistics.median(spent):4.2f}x  ", end="")
+            print(f"{statistics.median(faults[name]):9,.0f} page faults a step")
 
 
 def onednn_layouts(args: argparse.Namespace) -> None:
@@ -177,6 +208,7 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch}, {args.size}px, {dtype}")
     step_forms(args)
     compiled_profile(args)
+    host_memory(args)
     onednn_layouts(args)
     pointwise_as_matmul()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import resource
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,3 +68,37 @@ def test_cuda_without_a_gpu_or_past_the_last_one_is_named(monkeypatch):
         hardware.resolve_device("cuda:1")
     assert hardware.resolve_device("cuda:0") == torch.device("cuda", 0)
     assert hardware.resolve_device("cpu") == torch.device("cpu")
+
+
+def _faults_of_a_fresh_64mb_tensor() -> int:
+    """Minor page faults of allocating and filling a 64 MB tensor (freed again at once)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 * 1024 * 1024).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def _resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_steady_host_memory_reuses_freed_pages_inside_and_returns_them_after():
+    start = _resident_mb()
+    with hardware.steady_host_memory(environ={}) as changed:
+        for _ in range(5):  # the heap grows to hold them (glibc places the first two or three apart)
+            _faults_of_a_fresh_64mb_tensor()
+        steady = sum(_faults_of_a_fresh_64mb_tensor() for _ in range(5))
+        held = _resident_mb() - start
+    released = _resident_mb() - start
+    assert changed == (hardware._glibc() is not None)
+    if changed:  # glibc, as on every Linux machine this project runs on: 64 MB is 16,384 pages of 4 KB
+        assert steady < 1000, f"{steady} page faults: the freed tensors' pages should be reused, not faulted in"
+        assert held >= 60, f"{held:.0f} MB resident: the freed tensors should stay in the process inside the block"
+        assert released < held - 48, f"{released:.0f} MB of {held:.0f} still resident after the block"
+
+
+def test_steady_host_memory_leaves_a_user_tuned_malloc_alone():
+    for environ in ({"MALLOC_ARENA_MAX": "2"}, {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}):
+        with hardware.steady_host_memory(environ=environ) as changed:
+            assert not changed
+    with hardware.steady_host_memory(environ={"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) as changed:
+        assert not changed

@@ -7,12 +7,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import enum
 import functools
 import os
 import platform
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -172,3 +175,52 @@ def describe_device(device: torch.device | None = None) -> str:
     threads = torch.get_num_threads()
     cap = f", capped by {isa_cap()}" if isa_cap() else ""
     return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''}, {simd}, {bf16}{cap})"
+
+
+# glibc's mallopt parameters (malloc.h) and the values a process settles on once its dynamic threshold has grown
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_SETTLED_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for the dynamic threshold on 64-bit
+_DEFAULT_MMAP_MAX = 65536
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def steady_host_memory(environ: Mapping[str, str] = os.environ) -> Iterator[bool]:
+    """Keep freed host memory in the process for the next training step, and hand it back afterwards.
+
+    glibc gives each large tensor pages of its own (mmap) and returns them when the tensor dies, so an eager CPU step
+    faults much of its activations in again, page by page, every step. Inside this block large blocks come from the
+    heap and stay there. A compiled step reuses its buffers already and gains nothing; an eager one gains a few per
+    cent (`python benchmarks/train_step_profile.py`, its host memory section). On leaving, glibc's settings return
+    to those of a warmed-up process and the spare memory goes back to the system. Yields whether it changed
+    anything: not on other C libraries, nor when the user tunes malloc already (MALLOC_* or GLIBC_TUNABLES in the
+    environment, or another allocator preloaded).
+
+    Example:
+        >>> with steady_host_memory():
+        ...     train_steps()
+    """
+    libc = _glibc()
+    user_tuned = any(key.startswith("MALLOC_") or key == "GLIBC_TUNABLES" for key in environ)
+    preloaded = any(name in environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc"))
+    if libc is None or user_tuned or preloaded:
+        yield False
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield True
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _SETTLED_MMAP_THRESHOLD)
+        libc.malloc_trim(0)

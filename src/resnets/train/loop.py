@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,7 +34,7 @@ from resnets.data import (
     stratified_split,
 )
 from resnets.errors import ResnetsError
-from resnets.hardware import can_compile, describe_device, resolve_device, resolve_precision
+from resnets.hardware import can_compile, describe_device, resolve_device, resolve_precision, steady_host_memory
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.distill import DistillationLoss, TeacherNet, load_teacher
@@ -301,6 +302,16 @@ class Trainer:
         self.window = Window(device)
         self.writer = None
         self.trained_on: list[dict] = []  # the hardware stretches, from config.json
+        self.command = ""  # the `resnets train` line that makes this run, from config.json
+        # What the checkpoint and the final weights say of themselves; the final file adds how it was made.
+        self.card = WeightsMetadata(
+            model=model_name,
+            model_overrides=model_overrides,
+            classes=data.train_set.classes,
+            image_size=data.image_size,
+            mean=tuple(data.mean),
+            std=tuple(data.std),
+        )
 
     def _load_teacher(self) -> TeacherNet:
         data = self.data
@@ -417,7 +428,7 @@ class Trainer:
     def checkpoint(self, epoch: int, position: int) -> None:
         if self.ranks.is_main:
             state = self.progress.as_state(epoch, position)
-            card = self.folder.weights_card().to_strings()
+            card = self.card.to_strings()
             save_checkpoint(
                 self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, state, self.ema, weights_card=card
             )
@@ -470,31 +481,24 @@ class Trainer:
             print(f"stopped at step {self.progress.step} ({reason}); continue with --resume")
         return {"stopped": True, "step": self.progress.step, **({"signal": signal_number} if signal_number else {})}
 
-    def save(self, model_name: str, model_overrides: dict[str, Any]) -> dict:
+    def save(self) -> dict:
         """The final weights (the average, where kept) with their classes and preprocessing; the last metrics."""
         final = self.progress.history[-1] if self.progress.history else {}
         if self.ranks.is_main:
-            card = WeightsMetadata(
-                model=model_name,
-                model_overrides=model_overrides,
-                classes=self.data.train_set.classes,
-                image_size=self.data.image_size,
-                mean=self.data.mean,
-                std=self.data.std,
-                # how it was made, so that a shipped file says it by itself
-                extra={
-                    "recipe": self.recipe.name,
-                    "recipe_fields": json.dumps(self.recipe.to_dict()),
-                    "epochs": f"{self.progress.step / self.steps_per_epoch:g}",
-                    "steps": str(self.progress.step),
-                    "val_top1": str(final.get("val_top1", "")),
-                    "val_top5": str(final.get("val_top5", "")),
-                    "eval_flip": str(self.recipe.eval_flip).lower(),
-                    "val_top1_one_view": str(final.get("val_top1_one_view", "")),  # with eval_flip: no flip
-                    "trained_on": json.dumps(self.trained_on),
-                    "command": self.folder.config().get("command", ""),
-                },
-            )
+            # how it was made, so that a shipped file says it by itself
+            made = {
+                "recipe": self.recipe.name,
+                "recipe_fields": json.dumps(self.recipe.to_dict()),
+                "epochs": f"{self.progress.step / self.steps_per_epoch:g}",
+                "steps": str(self.progress.step),
+                "val_top1": str(final.get("val_top1", "")),
+                "val_top5": str(final.get("val_top5", "")),
+                "eval_flip": str(self.recipe.eval_flip).lower(),
+                "val_top1_one_view": str(final.get("val_top1_one_view", "")),  # with eval_flip: no flip
+                "trained_on": json.dumps(self.trained_on),
+                "command": self.command,
+            }
+            card = dataclasses.replace(self.card, extra=made)
             save_safetensors(self.served.state_dict(), self.folder.model_path, card.to_strings())
         return final
 
@@ -570,8 +574,11 @@ def train(
     try:
         _write_config(trainer, run_info, resume)
         trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
-        stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
-        result = stopped if stopped is not None else trainer.save(model_name, model_overrides or {})
+        # A CPU step reuses the last step's freed memory instead of faulting fresh pages in
+        host_memory = steady_host_memory() if torch_device.type == "cpu" else contextlib.nullcontext()
+        with host_memory:
+            stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
+        result = stopped if stopped is not None else trainer.save()
         failed = False
         return result
     finally:
@@ -642,7 +649,7 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
         run_info["teacher"] = trainer.teacher.description
         run_info["teacher_sha256"] = trainer.teacher.sha256
     run_info["trained_on"] = _stretches(folder.config_path if resume else None, run_info, trainer.progress.step)
-    trainer.trained_on = run_info["trained_on"]
+    trainer.trained_on, trainer.command = run_info["trained_on"], run_info["command"]
     if not trainer.ranks.is_main:
         return
     folder.write_config(run_info)
