@@ -574,10 +574,7 @@ def train(
     try:
         _write_config(trainer, run_info, resume)
         trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
-        # A CPU step reuses the last step's freed memory instead of faulting fresh pages in
-        host_memory = steady_host_memory() if torch_device.type == "cpu" else contextlib.nullcontext()
-        with host_memory:
-            stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
+        stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
         result = stopped if stopped is not None else trainer.save()
         failed = False
         return result
@@ -590,7 +587,9 @@ def train(
 
 def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> dict[str, Any] | None:
     """The epochs left; the stop record when a signal or `stop_after_steps` stopped them, else None."""
-    with StopRequest() as stop:
+    # An eager CPU step reuses the last step's freed memory instead of faulting fresh pages in.
+    host_memory = steady_host_memory() if trainer.device.type == "cpu" else contextlib.nullcontext()
+    with StopRequest() as stop, host_memory:
         for epoch in range(trainer.progress.epoch, trainer.total_epochs):
             trainer.progress.epoch = epoch
             stopped = trainer.run_epoch(epoch, stop, stop_after_steps, show=show)
