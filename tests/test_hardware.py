@@ -82,9 +82,12 @@ def _resident_mb() -> float:
 
 
 def test_steady_host_memory_reuses_freed_pages_inside_and_returns_them_after():
+    """Two blocks, one inside the other (evaluation inside a training run): the inner one's end changes nothing."""
     start = _resident_mb()
     with hardware.steady_host_memory(environ={}) as changed:
         for _ in range(5):  # the heap grows to hold them (glibc places the first two or three apart)
+            _faults_of_a_fresh_64mb_tensor()
+        with hardware.steady_host_memory(environ={}):
             _faults_of_a_fresh_64mb_tensor()
         steady = sum(_faults_of_a_fresh_64mb_tensor() for _ in range(5))
         held = _resident_mb() - start
@@ -102,3 +105,5 @@ def test_steady_host_memory_leaves_a_user_tuned_malloc_alone():
             assert not changed
     with hardware.steady_host_memory(environ={"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) as changed:
         assert not changed
+    with hardware.steady_host_memory(torch.device("cuda"), environ={}) as changed:
+        assert not changed, "a GPU loop's host memory is left to glibc"

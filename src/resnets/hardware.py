@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -193,34 +194,47 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+_steady_blocks = 0  # steady_host_memory blocks open now: the outermost sets glibc up and restores it
+_steady_lock = threading.Lock()
+
+
 @contextlib.contextmanager
-def steady_host_memory(environ: Mapping[str, str] = os.environ) -> Iterator[bool]:
-    """Keep freed host memory in the process for the next training step, and hand it back afterwards.
+def steady_host_memory(device: torch.device | None = None, environ: Mapping[str, str] = os.environ) -> Iterator[bool]:
+    """Keep freed host memory in the process for the next batch of a CPU loop, and hand it back afterwards.
 
     glibc gives each large tensor pages of its own (mmap) and returns them when the tensor dies, so an eager CPU step
-    faults much of its activations in again, page by page, every step. Inside this block large blocks come from the
-    heap and stay there. A compiled step reuses its buffers already and gains nothing; an eager one gains a few per
-    cent (`python benchmarks/train_step_profile.py`, its host memory section). On leaving, glibc's settings return
-    to those of a warmed-up process and the spare memory goes back to the system. Yields whether it changed
-    anything: not on other C libraries, nor when the user tunes malloc already (MALLOC_* or GLIBC_TUNABLES in the
-    environment, or another allocator preloaded).
+    faults much of its activations in again, page by page, every batch. Inside this block large blocks come from the
+    heap and stay there. A compiled training step reuses its buffers already and gains nothing; an eager one gains a
+    few per cent (`python benchmarks/train_step_profile.py`, its host memory section), large-batch inference more.
+    On leaving the outermost block, glibc's settings return to those of a warmed-up process and the spare memory
+    goes back to the system. Yields whether it changed anything: not for a GPU `device`, not on other C libraries,
+    nor when the user tunes malloc already (MALLOC_* or GLIBC_TUNABLES in the environment, another allocator
+    preloaded).
 
     Example:
-        >>> with steady_host_memory():
-        ...     train_steps()
+        >>> with steady_host_memory(torch.device("cpu")):
+        ...     evaluate(model, batches, torch.device("cpu"))
     """
+    global _steady_blocks
     libc = _glibc()
     user_tuned = any(key.startswith("MALLOC_") or key == "GLIBC_TUNABLES" for key in environ)
     preloaded = any(name in environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc"))
-    if libc is None or user_tuned or preloaded:
+    on_gpu = device is not None and device.type != "cpu"
+    if libc is None or user_tuned or preloaded or on_gpu:
         yield False
         return
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    with _steady_lock:
+        _steady_blocks += 1
+        if _steady_blocks == 1:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     try:
         yield True
     finally:
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _SETTLED_MMAP_THRESHOLD)
-        libc.malloc_trim(0)
+        with _steady_lock:
+            _steady_blocks -= 1
+            if _steady_blocks == 0:
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, 2 * _SETTLED_MMAP_THRESHOLD)
+                libc.malloc_trim(0)

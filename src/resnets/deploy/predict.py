@@ -28,6 +28,7 @@ from resnets.data import (
     sample_images,
     stratified_split,
 )
+from resnets.hardware import steady_host_memory
 from resnets.models import ResNet
 from resnets.train.evaluate import evaluate
 from resnets.train.run_folder import weights_source
@@ -123,8 +124,9 @@ class Predictor:
         """
         results: list[dict[str, Any]] = []
         named = [image for file in files for image in _image_files(file)]
-        for start in range(0, len(named), PREDICT_BATCH):
-            results += self._predict_batch(named[start : start + PREDICT_BATCH], topk)
+        with steady_host_memory(torch.device("cpu")):  # each batch reuses the last one's freed memory
+            for start in range(0, len(named), PREDICT_BATCH):
+                results += self._predict_batch(named[start : start + PREDICT_BATCH], topk)
         return results
 
     @torch.no_grad()

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnets.hardware import steady_host_memory
+
 
 @torch.no_grad()
 def evaluate(
@@ -26,17 +28,18 @@ def evaluate(
     model.eval()
     loss_sum, top1, top5, count = 0.0, 0, 0, 0
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    for images, labels in batches.epoch(0):
-        images = images.to(device, memory_format=memory_format)
-        labels = labels.to(device)
-        with autocast:
-            logits = model(images).float()
-            if flip:
-                logits = (logits + model(images.flip(3)).float()) / 2
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 += (ranked[:, 0] == labels).sum().item()
-        top5 += (ranked == labels[:, None]).any(1).sum().item()
-        count += len(labels)
+    with steady_host_memory(device):  # each batch reuses the last one's freed memory
+        for images, labels in batches.epoch(0):
+            images = images.to(device, memory_format=memory_format)
+            labels = labels.to(device)
+            with autocast:
+                logits = model(images).float()
+                if flip:
+                    logits = (logits + model(images.flip(3)).float()) / 2
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            top1 += (ranked[:, 0] == labels).sum().item()
+            top5 += (ranked == labels[:, None]).any(1).sum().item()
+            count += len(labels)
     model.train(was_training)
     return {"loss": loss_sum / count, "top1": top1 / count, "top5": top5 / count, "n": count}

@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -588,8 +587,7 @@ def train(
 def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> dict[str, Any] | None:
     """The epochs left; the stop record when a signal or `stop_after_steps` stopped them, else None."""
     # An eager CPU step reuses the last step's freed memory instead of faulting fresh pages in.
-    host_memory = steady_host_memory() if trainer.device.type == "cpu" else contextlib.nullcontext()
-    with StopRequest() as stop, host_memory:
+    with StopRequest() as stop, steady_host_memory(trainer.device):
         for epoch in range(trainer.progress.epoch, trainer.total_epochs):
             trainer.progress.epoch = epoch
             stopped = trainer.run_epoch(epoch, stop, stop_after_steps, show=show)
