@@ -184,6 +184,30 @@ def test_resume_continues_exactly(tmp_path):
     assert [s["from_step"] for s in config["trained_on"]] == [0]  # same hardware: one stretch
 
 
+def test_a_run_another_process_is_training_is_refused_and_left_whole(tmp_path, capsys):
+    """A forgotten background run and a second --resume would interleave checkpoints: the second is refused."""
+    run = tmp_path / "run"
+    kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
+    train("resnet20", SAMPLE, run, tiny_recipe(), stop_after_steps=16, **kwargs)  # past its first epoch
+    assert not (run / ".lock").exists(), "a run that ends lets go of its folder"
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        (run / ".lock").write_text(str(other.pid))
+        try:
+            command = ["train", "--model", "resnet20", "--set", "depth=8", "--data", str(SAMPLE), "--out", str(run)]
+            assert main([*command, "--resume", "--batch-size", "60", "--epochs", "2", "--no-progress"]) == 2
+            error = capsys.readouterr().err.strip()
+            assert len(error.splitlines()) == 1 and f"process {other.pid} is training this run now" in error
+            assert main(["status", str(run)]) == 0
+            assert f"training now (process {other.pid})" in capsys.readouterr().out
+        finally:
+            other.kill()
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.name != ".lock"} == before
+    # The holder is dead now: its lock is stale, and the run resumes.
+    train("resnet20", SAMPLE, run, tiny_recipe(), resume=True, **kwargs)
+    assert (run / "model.safetensors").is_file() and not (run / ".lock").exists()
+
+
 def test_a_run_resumed_on_other_hardware_records_both_stretches(tmp_path):
     kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
     train("resnet20", SAMPLE, tmp_path / "run", tiny_recipe(epochs=1, precision="fp32"), stop_after_steps=4, **kwargs)

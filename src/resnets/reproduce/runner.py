@@ -23,7 +23,7 @@ from resnets.models import CIFAR_DEPTHS, create_model
 from resnets.train import get_recipe, train
 from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
-from resnets.train.run_folder import RunFolder, hardware_history
+from resnets.train.run_folder import RunFolder, RunLock, hardware_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,8 +222,8 @@ def run_all(
     while waiting:
         # A run another process is training (experiments share runs) is left for later, not waited on.
         for run in list(waiting):
-            lock = _RunLock(root / run.key)
-            if lock.acquire(block=not any(_RunLock(root / other.key).free() for other in waiting if other != run)):
+            lock = RunLock(root / run.key)
+            if lock.acquire(block=not any(RunLock(root / other.key).free() for other in waiting if other != run)):
                 try:
                     if not RunFolder(root / run.key).model_path.exists():
                         _train_one(run, root / run.key, data, recipe, device, cache_dir)
@@ -244,8 +244,7 @@ def run_status(
     lines = []
     for run in (trial for planned in runs for trial in planned.seeds(seeds)):
         folder = RunFolder(root / run.key)
-        busy = " [training now]" if not _RunLock(folder.path).free() else ""
-        lines.append(f"{run.label}, seed {run.seed} ({folder.path}): {folder.status()}{busy}")
+        lines.append(f"{run.label}, seed {run.seed} ({folder.path}): {folder.status()}")
     return lines
 
 
@@ -297,46 +296,6 @@ def _load_result(run: Run, run_dirs: list[Path]) -> Result:
         run_dirs=run_dirs,
         val_images=config.get("val_images", 0),
     )
-
-
-class _RunLock:
-    """One process trains a run at a time; the lock file holds its pid, so a lock left by a dead process is taken."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-
-    def free(self) -> bool:
-        return not self.path.exists() or not _alive(self.path)
-
-    def acquire(self, block: bool) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not _alive(self.path):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                if not block:
-                    return False
-                time.sleep(10)
-                continue
-            os.write(descriptor, str(os.getpid()).encode())
-            os.close(descriptor)
-            return True
-
-    def release(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(lock: Path) -> bool:
-    try:
-        os.kill(int(lock.read_text() or "0"), 0)
-    except (ValueError, ProcessLookupError, FileNotFoundError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def copy_metrics(results: list[Result], out: Path) -> None:

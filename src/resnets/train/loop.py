@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -537,51 +538,53 @@ def train(
     torch_device = resolve_device(device)
     dtype = resolve_precision(recipe.precision, torch_device)
     ranks = Distributed.setup(torch_device)
-    torch.manual_seed(recipe.seed)
-    run_data = prepare_data(
-        data,
-        recipe,
-        entry=entry,
-        ranks=ranks,
-        device=torch_device,
-        cache_dir=cache_dir,
-        skip_bad_images=skip_bad_images,
-    )
-    run_info = _run_info(model_name, model_overrides or {}, recipe, data, run_data, torch_device, dtype, ranks)
-    if resume:
-        changed = folder.check_resume(run_info)  # before anything is loaded or written
-        if changed and ranks.is_main:
-            print(f"resuming with changed recipe values: {'; '.join(changed)}")
-    trainer = Trainer(
-        model_name,
-        recipe,
-        run_data,
-        model_overrides=model_overrides or {},
-        device=torch_device,
-        dtype=dtype,
-        ranks=ranks,
-        folder=folder,
-    )
-    if resume:
-        if trainer.teacher is not None:
-            folder.check_teacher(trainer.teacher.sha256)
-        trainer.resume()
-    elif ranks.is_main:
-        folder.prepare_new(overwrite)  # --overwrite sets the old run aside only now that the new one is built
-    folder.begin(resume)
-    failed = True
-    try:
-        _write_config(trainer, run_info, resume)
-        trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
-        stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
-        result = stopped if stopped is not None else trainer.save()
-        failed = False
-        return result
-    finally:
-        if trainer.writer is not None:
-            trainer.writer.close()
-        if ranks.is_main:
-            folder.settle(failed)
+    # One process trains a folder at a time (rank 0 speaks for a torchrun job).
+    with folder.training() if ranks.is_main else contextlib.nullcontext():
+        torch.manual_seed(recipe.seed)
+        run_data = prepare_data(
+            data,
+            recipe,
+            entry=entry,
+            ranks=ranks,
+            device=torch_device,
+            cache_dir=cache_dir,
+            skip_bad_images=skip_bad_images,
+        )
+        run_info = _run_info(model_name, model_overrides or {}, recipe, data, run_data, torch_device, dtype, ranks)
+        if resume:
+            changed = folder.check_resume(run_info)  # before anything is loaded or written
+            if changed and ranks.is_main:
+                print(f"resuming with changed recipe values: {'; '.join(changed)}")
+        trainer = Trainer(
+            model_name,
+            recipe,
+            run_data,
+            model_overrides=model_overrides or {},
+            device=torch_device,
+            dtype=dtype,
+            ranks=ranks,
+            folder=folder,
+        )
+        if resume:
+            if trainer.teacher is not None:
+                folder.check_teacher(trainer.teacher.sha256)
+            trainer.resume()
+        elif ranks.is_main:
+            folder.prepare_new(overwrite)  # --overwrite sets the old run aside only now that the new one is built
+        folder.begin(resume)
+        failed = True
+        try:
+            _write_config(trainer, run_info, resume)
+            trainer.writer = _tensorboard(folder.path) if ranks.is_main and recipe.tensorboard else None
+            stopped = _run_epochs(trainer, stop_after_steps, show=progress and ranks.is_main)
+            result = stopped if stopped is not None else trainer.save()
+            failed = False
+            return result
+        finally:
+            if trainer.writer is not None:
+                trainer.writer.close()
+            if ranks.is_main:
+                folder.settle(failed)
 
 
 def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> dict[str, Any] | None:

@@ -13,10 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ MODEL = "model.safetensors"
 # What a run writes, and so what --overwrite may remove; a user's own files are never removed.
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, "curves.png", "timing.json", "tensorboard")
 PREVIOUS = ".previous-run"  # where --overwrite sets the old run aside until the new one has a checkpoint
+LOCK = ".lock"  # the pid of the process training the run now
 # Recipe values a resumed run must keep: the split (val_fraction, seed) decides which images were held out, and the
 # batch size where in an epoch the checkpoint stopped. Any other value may change on purpose (a lower lr to go on
 # with, a longer run: the schedule is recomputed for the new length, another precision on other hardware) and is
@@ -51,6 +55,63 @@ def hardware_history(config: dict) -> list[dict]:
 
 class RunFolderError(ResnetsError, ValueError):
     """A run folder that cannot be used as asked: one line says what it holds and what to pass."""
+
+
+class RunLock:
+    """One process trains a run at a time: the lock file holds its pid, so a lock left by a dead process is taken,
+    and a process that holds it already (`resnets reproduce` around `train`) takes it again without waiting.
+
+    Example:
+        >>> RunLock(Path("runs/r20")).holder()  # None, or the pid of the process training it
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self._taken = False  # this object made the lock file (a lock taken again leaves it to its first taker)
+
+    def holder(self) -> int | None:
+        """The live process that holds the lock, if any."""
+        try:
+            pid = int(self.path.read_text() or "0")
+        except (ValueError, FileNotFoundError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, ValueError, OverflowError):
+            return None
+        except PermissionError:
+            return pid  # alive, another user's
+        return pid if pid > 0 else None
+
+    def free(self) -> bool:
+        return self.holder() is None
+
+    def acquire(self, block: bool) -> bool:
+        """Take the lock; False when another live process holds it and `block` is not asked."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self.holder()
+                if holder == os.getpid():
+                    return True
+                if holder is None:
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if not block:
+                    return False
+                time.sleep(10)
+                continue
+            os.write(descriptor, str(os.getpid()).encode())
+            os.close(descriptor)
+            self._taken = True
+            return True
+
+    def release(self) -> None:
+        if self._taken:
+            self.path.unlink(missing_ok=True)
+            self._taken = False
 
 
 class RunFolder:
@@ -95,6 +156,25 @@ class RunFolder:
         previous.mkdir()
         for name in set(held) & set(RUN_FILES):
             os.replace(self.path / name, previous / name)
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        """Hold the run for this process while it trains: a second process training the same folder (a forgotten
+        background run, a second --resume) would interleave checkpoints and metrics, so it is refused in one line.
+        A folder this made for the lock alone is gone again afterwards."""
+        existed = self.path.is_dir()
+        lock = RunLock(self.path)
+        if not lock.acquire(block=False):
+            raise RunFolderError(
+                f"--out {self.path}: process {lock.holder()} is training this run now; stop it (kill -TERM "
+                f"{lock.holder()}: it checkpoints) before resuming or overwriting it, or choose another --out"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+            if not existed and self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
 
     def begin(self, resume: bool) -> None:
         """Remember what the folder held before this run writes to it, so that a run that fails before its first
@@ -145,12 +225,14 @@ class RunFolder:
             >>> RunFolder("training/reproduce/zoo/resnet56").status()
             'stopped after epoch 73 of 180 (step 25,696 of 63,360): validation top-1 86.04% (flip-averaged); ...'
         """
+        holder = RunLock(self.path).holder()
+        training = f" (process {holder} is training it now)" if holder is not None else ""
         if not self.config_path.is_file():
-            return "not started"
+            return f"not started{training}"
         config = self.config()
         rows = self.metrics() if self.metrics_path.is_file() else []
         if not rows:
-            return "begun, no epoch recorded yet"
+            return f"begun, no epoch recorded yet{training}"
         last, recipe = rows[-1], config.get("recipe", {})
         steps_per_epoch = last["step"] / last["epoch"] if last["epoch"] else 0
         total = recipe.get("iterations") or round(recipe.get("epochs", 0) * steps_per_epoch)
@@ -167,7 +249,8 @@ class RunFolder:
         if self.model_path.is_file():
             return f"finished at step {last['step']:,}: {figure}; {hardware}"
         where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
-        return f"stopped after {where}: {figure}; {hardware}{_time_left(rows, total, latest.get('from_step', 0))}"
+        state = f"training now (process {holder}), last checkpoint after" if holder is not None else "stopped after"
+        return f"{state} {where}: {figure}; {hardware}{_time_left(rows, total, latest.get('from_step', 0))}"
 
     def weights_card(self) -> WeightsMetadata:
         """What the run's weights file will say of itself (net, settings, classes, input size, normalization), read
