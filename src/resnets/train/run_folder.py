@@ -165,9 +165,10 @@ class RunFolder:
         existed = self.path.is_dir()
         lock = RunLock(self.path)
         if not lock.acquire(block=False):
+            holder = lock.holder()  # read once: the message names one process
             raise RunFolderError(
-                f"--out {self.path}: process {lock.holder()} is training this run now; stop it (kill -TERM "
-                f"{lock.holder()}: it checkpoints) before resuming or overwriting it, or choose another --out"
+                f"--out {self.path}: process {holder} is training this run now; stop it (kill -TERM "
+                f"{holder}: it checkpoints) before resuming or overwriting it, or choose another --out"
             )
         try:
             yield
