@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import re
 import tarfile
 from pathlib import Path
 
@@ -127,6 +129,8 @@ def test_a_new_run_never_overwrites_a_run_or_the_users_files(tmp_path, finished_
     "flags, message",
     [
         (["--image-size", "-8"], "--image-size -8: must be 0 or >= 8"),
+        # decoded 32px images are not resized: a size they did not train at would reach the weights' card
+        (["--image-size", "64"], "--image-size 64: the data's 32px images are decoded into memory"),
         (["--epochs", "0"], "--epochs 0.0: must be > 0"),
         (["--recipe", "fastest"], "invalid choice: 'fastest' (choose from 'cifar-paper', 'imagenet-paper'"),
         (["--schedule", "wavy"], "invalid choice: 'wavy'"),
@@ -298,6 +302,22 @@ def test_a_damaged_archive_is_named_not_read_in_part(tmp_path):
         load_dataset(plain)
 
 
+def test_a_file_written_over_keeps_its_mode_and_a_new_one_gets_the_umasks(tmp_path):
+    from resnets.atomic import atomic_write
+
+    existing = tmp_path / "shared.bin"
+    existing.write_bytes(b"old")
+    existing.chmod(0o640)
+    atomic_write(existing, lambda temporary: Path(temporary).write_bytes(b"new"))
+    assert existing.read_bytes() == b"new" and existing.stat().st_mode & 0o777 == 0o640
+    umask = os.umask(0o022)
+    try:
+        fresh = atomic_write(tmp_path / "fresh.bin", lambda temporary: Path(temporary).write_bytes(b"x"))
+    finally:
+        os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o644 and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_a_fractional_depth_is_refused(capsys):
     assert run(["summary", "resnet20", "--set", "depth=20.5"]) == 2
     one_line_error(capsys, "depth 20.5 is not a whole number of layers")
@@ -322,6 +342,8 @@ def test_overwrite_with_a_bad_model_setting_keeps_the_old_run(tmp_path, finished
         (["bench", "resnet20", "--mode", "infer", "--plot", "DIR", "--iters", "1"], "is a folder"),
         (["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--out", "SAME/x.onnx"], "is a file"),
         (["convert", "SAME", "SAME/sub/w.safetensors", "--model", "resnet20"], "w.safetensors: cannot write there"),
+        (["convert", "SAME", "READONLY", "--model", "resnet20"], "READONLY: is read-only; make it writable"),
+        (["plot", "RUN", "--out", "READONLY"], "READONLY: is read-only"),
         ([*TRAIN, "--data", str(SAMPLE), "--out", "SAME/run"], "cannot be made: SAME is a file, not a folder"),
         (["plot", "RUN", "--out", "SAME/curves.png"], "curves.png: cannot write there: SAME is a file"),
         (  # refused before any training, not after it
@@ -335,10 +357,13 @@ def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finishe
     save_file({k: v.contiguous() for k, v in create_model("resnet20").state_dict().items()}, str(same))
     folder = tmp_path / "folder"
     folder.mkdir()
-    paths = {"SAME": str(same), "DIR": str(folder), "RUN": str(finished_run)}
+    read_only = tmp_path / "kept.safetensors"
+    read_only.write_bytes(b"the user's file")
+    read_only.chmod(0o444)  # a rename would replace it (even without root); a plain open() would not
+    paths = {"SAME": str(same), "DIR": str(folder), "RUN": str(finished_run), "READONLY": str(read_only)}
     before = snapshot(tmp_path)
     assert run([paths.get(a, a.replace("SAME/", f"{same}/")) for a in argv]) == 2
-    one_line_error(capsys, message.replace("SAME", str(same)))
+    one_line_error(capsys, message.replace("SAME", str(same)).replace("READONLY", str(read_only)))
     assert snapshot(tmp_path) == before and not any(folder.iterdir())
 
 
@@ -431,6 +456,30 @@ def test_an_empty_weights_file_is_named_and_the_model_kept(tmp_path, capsys, suf
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("g.pt", b"hello world\n", "unreadable or truncated PyTorch file (KeyError"),
+        ("g.bin", b"hello world\n", "unreadable or truncated PyTorch file (KeyError"),
+        ("g.h5", b"hello\n", "not an HDF5 file"),
+        ("w.npz", None, "a zip archive, but not a PyTorch (.pt) or Keras (.keras) weights file"),
+    ],
+)
+def test_a_file_that_is_not_weights_is_named_and_the_model_kept(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        np.savez(path, a=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    assert main(["eval", "--model", "resnet20", "--weights", str(path), "--data", str(SAMPLE)]) == 2
+    one_line_error(capsys, f"{path}: {message}")
+    model = create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError, match=re.escape(message)):
+        load_weights(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_a_damaged_image_cache_is_rebuilt_not_fatal(tmp_path):
     first, _ = load_dataset(SAMPLE, cache_dir=tmp_path)
     (cache,) = tmp_path.glob("*.pt")
@@ -456,6 +505,12 @@ def test_plot_names_the_metrics_line_it_cannot_parse(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text(f"{good}\n[1, 2]\n")
     assert main(["plot", str(tmp_path)]) == 2
     one_line_error(capsys, "metrics.jsonl, line 2: not a JSON record")
+
+
+def test_status_names_a_config_that_is_not_a_run_record(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert main(["status", str(tmp_path)]) == 2
+    one_line_error(capsys, "config.json: not a JSON object")
 
 
 def test_the_command_line_hints_at_flags_where_the_library_names_arguments(capsys):

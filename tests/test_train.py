@@ -156,6 +156,32 @@ def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
     assert metrics["loss"] == pytest.approx(final["val_loss"], rel=1e-4)
 
 
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_it_was(tmp_path, monkeypatch):
+    from resnets.train import checkpoint
+
+    kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
+    run = tmp_path / "run"
+    train("resnet20", SAMPLE, run, tiny_recipe(epochs=2), stop_after_steps=20, **kwargs)  # inside epoch 2
+    before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+
+    def disk_full(payload, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 94592 vs 94488")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        train("resnet20", SAMPLE, run, tiny_recipe(epochs=2), resume=True, **kwargs)
+    message = str(error.value)
+    assert "checkpoint.pt: could not be written (" in message and "the last good checkpoint is kept" in message
+    assert len(message.splitlines()) == 1
+    # the epoch whose checkpoint failed is not in metrics.jsonl either: `status` still says epoch 1
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not (run / "model.safetensors").exists() and not list(run.glob(".*.tmp"))
+    monkeypatch.undo()
+    train("resnet20", SAMPLE, run, tiny_recipe(epochs=2), resume=True, **kwargs)
+    assert [row["epoch"] for row in read_metrics(run)] == [1, 2]
+
+
 def test_resume_continues_exactly(tmp_path):
     recipe = tiny_recipe(epochs=2, eval_every=4)  # also evaluates inside epochs: curves over iterations
     kwargs = dict(model_overrides={"depth": 8, "drop_path_rate": 0.1}, cache_dir=tmp_path, progress=False)
@@ -165,6 +191,10 @@ def test_resume_continues_exactly(tmp_path):
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="already holds a run"):
         train("resnet20", SAMPLE, tmp_path / "resumed", recipe, **kwargs)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "resumed").iterdir()}
+    with pytest.raises(ValueError, match="--stop-after-steps 5: the run is at step 7 already"):  # never met: refused
+        train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, stop_after_steps=5, **kwargs)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "resumed").iterdir()} == before
     train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
     straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "resumed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +16,15 @@ from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
-    """Call `write(temporary_path)` beside `path`, then rename it over `path` (with the usual file mode)."""
+    """Call `write(temporary_path)` beside `path`, then rename it over `path` (with the usual file mode, or the mode
+    of the file it replaces; a read-only `path` is refused)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; name a file to write")
+    # A rename replaces even a file the user made read-only, which a plain open() would refuse: refuse it too.
+    kept_mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
+    if kept_mode is not None and not kept_mode & 0o222:
+        raise PermissionError(f"{path}: is read-only; make it writable, remove it, or write elsewhere")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -27,10 +33,15 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     os.close(descriptor)
     try:
         write(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(temporary, path)
+        if kept_mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            kept_mode = 0o666 & ~umask  # mkstemp creates 0600; give the file the mode a plain open() would
+        os.chmod(temporary, kept_mode)  # a file written over keeps its own mode
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # the message names the file asked for, not our temporary
+            raise type(error)(f"{path}: cannot write there: {error.strerror or error}") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)

@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from resnets.atomic import atomic_write
+from resnets.errors import ResnetsError
 from resnets.weights.readers import WeightsError
+
+
+class CheckpointError(ResnetsError, OSError):
+    """A checkpoint that could not be written; the one on disk before it is left as it was."""
 
 
 def save_checkpoint(
@@ -43,7 +48,12 @@ def save_checkpoint(
             "python": random.getstate()[1],
         },
     }
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    try:
+        atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    except (OSError, RuntimeError) as error:  # a full disk reaches torch.save as "unexpected pos N vs M"
+        kept = "the last good checkpoint is kept" if path.is_file() else "no checkpoint is on disk"
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: could not be written ({reason}; is the disk full?); {kept}") from None
 
 
 def load_checkpoint(

@@ -185,6 +185,12 @@ def prepare_data(
         raise ValueError(f"batch_size {recipe.batch_size} does not split evenly over {ranks.world_size} processes")
     small = train_set.images is not None
     mean, std = channel_stats(train_set.images) if small else (IMAGENET_MEAN, IMAGENET_STD)
+    if small and recipe.image_size not in (0, train_set.images.shape[-1]):
+        # decoded images are batched as they are: a size they were not trained at must not reach the weights' card
+        raise ValueError(
+            f"--image-size {recipe.image_size}: the data's {train_set.images.shape[-1]}px images are decoded into "
+            "memory and train at their own size (no resizing); leave --image-size out"
+        )
     image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
     augment = recipe.augment if recipe.augment != Augment.AUTO else (Augment.CIFAR if small else Augment.IMAGENET)
     common = dict(mean=mean, std=std, image_size=image_size, seed=recipe.seed, skip_bad_images=skip_bad_images)
@@ -373,8 +379,9 @@ class Trainer:
             self.compiled, self.forward, self.teach = False, self.wrapped, self.teacher
             return self._forward(images)
 
-    def record(self, epoch_mark: float, lr: float) -> dict:
-        """Evaluate, append one metrics record covering the steps since the last one, start a new window."""
+    def record(self, epoch_mark: float, lr: float, *, publish: bool = True) -> dict:
+        """Evaluate, add one metrics record covering the steps since the last one to the history (and, unless
+        `publish` is False, to metrics.jsonl), start a new window."""
         window, progress = self.window, self.progress
         seconds = time.perf_counter() - window.started
         window.check_finite(progress.step, math.ceil(epoch_mark) - 1, self.folder.checkpoint_path)
@@ -408,22 +415,29 @@ class Trainer:
             epoch_seconds=seconds, timed_steps=window.steps, img_per_s=window.seen * self.ranks.world_size / seconds
         )
         progress.history.append(record)
-        if self.ranks.is_main:
-            self.folder.append_metrics(record)
-            if self.writer is not None:
-                for key, value in record.items():
-                    self.writer.add_scalar(key, value, record["step"])
-            validated = (
-                f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}"
-                if "val_top1" in record
-                else "no validation"
-            )
-            print(
-                f"epoch {epoch_mark:g}/{self.total_epochs} step {progress.step}  train loss {record['train_loss']:.4f} "
-                f"acc {record['train_top1']:.4f}  {validated}  {seconds:.0f}s {record['img_per_s']:.0f} img/s"
-            )
+        if publish:
+            self.publish(record)
         window.reset()
         return record
+
+    def publish(self, record: dict) -> None:
+        """A metrics record to metrics.jsonl, TensorBoard and the log."""
+        if not self.ranks.is_main:
+            return
+        self.folder.append_metrics(record)
+        if self.writer is not None:
+            for key, value in record.items():
+                self.writer.add_scalar(key, value, record["step"])
+        validated = (
+            f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.4f} top5 {record['val_top5']:.4f}"
+            if "val_top1" in record
+            else "no validation"
+        )
+        print(
+            f"epoch {record['epoch']:g}/{self.total_epochs} step {record['step']}  train loss "
+            f"{record['train_loss']:.4f} acc {record['train_top1']:.4f}  {validated}  "
+            f"{record['epoch_seconds']:.0f}s {record['img_per_s']:.0f} img/s"
+        )
 
     def checkpoint(self, epoch: int, position: int) -> None:
         if self.ranks.is_main:
@@ -467,9 +481,10 @@ class Trainer:
                 bar.close()
                 return self.stop(epoch, position + 1, stop.signal, stop_after_steps)
         bar.close()
-        self.record(epoch + 1, lr)
+        record = self.record(epoch + 1, lr, publish=False)
         progress.position = 0
         self.checkpoint(epoch + 1, 0)
+        self.publish(record)  # after the checkpoint that holds it: a failed write leaves metrics.jsonl behind it too
         return None
 
     def stop(self, epoch: int, position: int, signal_number: int | None, stop_after_steps: int | None) -> dict:
@@ -528,8 +543,7 @@ def train(
     """
     folder = RunFolder(out_dir)
     entry = get_entry(model_name)  # an unknown name fails before any data is read
-    if stop_after_steps is not None and stop_after_steps < 1:
-        raise ValueError(f"--stop-after-steps {stop_after_steps}: must be >= 1")
+    _check_stop_after(stop_after_steps, step=0)
     # What the folder holds is checked before any data is read, and changed only once every check has passed.
     if resume:
         folder.require_checkpoint()
@@ -569,6 +583,7 @@ def train(
             if trainer.teacher is not None:
                 folder.check_teacher(trainer.teacher.sha256)
             trainer.resume()
+            _check_stop_after(stop_after_steps, trainer.progress.step)  # before the folder is written to
         elif ranks.is_main:
             folder.prepare_new(overwrite)  # --overwrite sets the old run aside only now that the new one is built
         folder.begin(resume)
@@ -585,6 +600,14 @@ def train(
                 trainer.writer.close()
             if ranks.is_main:
                 folder.settle(failed)
+
+
+def _check_stop_after(stop_after_steps: int | None, step: int) -> None:
+    """`stop_after_steps` must lie ahead of the step the run starts from (0 for a new run): a resumed run past it
+    would otherwise never meet it and train to the end."""
+    if stop_after_steps is not None and stop_after_steps <= step:
+        where = f"the run is at step {step:,} already; give a later step" if step else "must be >= 1"
+        raise ValueError(f"--stop-after-steps {stop_after_steps}: {where}")
 
 
 def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> dict[str, Any] | None:

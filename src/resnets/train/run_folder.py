@@ -212,11 +212,14 @@ class RunFolder:
     def config(self) -> dict[str, Any]:
         """The run's recorded config.json."""
         try:
-            return json.loads(self.config_path.read_text())
+            config = json.loads(self.config_path.read_text())
         except FileNotFoundError:
             raise RunFolderError(f"{self.config_path}: no such file (is {self.path} a `resnets train` run?)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RunFolderError(f"{self.config_path}: unreadable ({error})") from None
+        if not isinstance(config, dict):
+            raise RunFolderError(f"{self.config_path}: not a JSON object (is {self.path} a `resnets train` run?)")
+        return config
 
     def status(self) -> str:
         """Where the run stands, in one line: not started, stopped at some epoch, or finished, with its last

@@ -40,20 +40,31 @@ def detect_format(path: Path) -> str:
     head = _first_bytes(path)
     if head.startswith(b"\x89HDF"):
         return "keras_h5"
+    if suffix in (".h5", ".hdf5"):
+        raise WeightsError(f"{path}: not an HDF5 file (Keras .h5 weights begin with the HDF5 signature)")
     if suffix == ".safetensors":
         return "safetensors"
-    if suffix == ".keras" or (head.startswith(b"PK") and zipfile.is_zipfile(path) and _is_keras_zip(path)):
+    zip_entries = _zip_entries(path) if head.startswith(b"PK") else None
+    if suffix == ".keras" or (zip_entries and "model.weights.h5" in zip_entries):
         return "keras_zip"
     if suffix in (".pdparams", ".pdopt"):
         return "paddle"
-    if suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar") or head.startswith(b"PK"):
+    if zip_entries is not None:  # torch.save's archives hold a data.pkl; a .npz or other zip is not weights of ours
+        if any(name.endswith("data.pkl") for name in zip_entries):
+            return "torch"
+        raise WeightsError(f"{path}: a zip archive, but not a PyTorch (.pt) or Keras (.keras) weights file")
+    if suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar"):
         return "torch"
     raise WeightsError(f"{path}: unknown weight format (expected .pth, .pt, .safetensors, .h5, .keras or .pdparams)")
 
 
-def _is_keras_zip(path: Path) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return "model.weights.h5" in archive.namelist()
+def _zip_entries(path: Path) -> list[str] | None:
+    """The names in a zip archive; None for a file that is not one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
 
 
 def _unwrap_checkpoint(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -88,8 +99,10 @@ def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise WeightsError(
             f"{path}: refused: not a plain-tensor checkpoint ({reason}); nothing in it was run"
         ) from None
-    except (RuntimeError, EOFError, IndexError, ValueError, zipfile.BadZipFile, OSError) as error:
-        raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({str(error).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
+        # a text or other non-pickle file fails inside the unpickler as KeyError: <its first byte>
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+        raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({type(error).__name__}: {reason})") from None
     card = obj.get("weights_card") if isinstance(obj, dict) else None
     if not (isinstance(card, dict) and all(isinstance(v, str) for v in card.values())):
         card = {}
