@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -36,6 +37,25 @@ def test_sample_archive_reads_as_a_stratified_cifar_sample(tmp_path):
     assert torch.bincount(train.labels).tolist() == [100] * 10
     again, _ = load_dataset(SAMPLE, cache_dir=tmp_path)  # from the cache
     assert torch.equal(again.images, train.images) and list(tmp_path.glob("*.pt"))
+
+
+def test_the_cache_keeps_to_its_size_dropping_the_least_recently_used(tmp_path):
+    from resnets.data.sources import prune_cache
+
+    for age, name in enumerate(("newest", "middle", "oldest")):  # 100 bytes each, older and older
+        entry = tmp_path / f"{name}.pt"
+        entry.write_bytes(b"x" * 100)
+        os.utime(entry, (1e9 - age * 1000, 1e9 - age * 1000))
+    (tmp_path / "notes.txt").write_bytes(b"y" * 1000)  # not a cache entry: never touched
+    just_written = tmp_path / "oldest.pt"  # what a run just wrote stays, whatever its time
+    assert prune_cache(tmp_path, keep=just_written, limit_bytes=250) == [tmp_path / "middle.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.pt", "notes.txt", "oldest.pt"]
+    # a cache hit marks its entry as recently used
+    load_dataset(SAMPLE, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("cifar10-sample*.pt")
+    os.utime(entry, (1e9 - 5000, 1e9 - 5000))
+    load_dataset(SAMPLE, cache_dir=tmp_path)
+    assert entry.stat().st_mtime > 1e9
 
 
 def test_full_cifar10_split_is_fixed_and_stratified():

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -34,6 +35,7 @@ SPLIT_FOLDERS = ("train", "val", "test")
 SKIP_HINT = "skip_bad_images=True to go on without it"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SMALL_SIDE = 64  # images up to this side are decoded once into memory; larger ones stream through workers
+CACHE_LIMIT_BYTES = 2 * 2**30  # decoded sets kept beyond it are removed, least recently used first (CIFAR: 154 MB)
 CACHE_VERSION = "2"  # 2: an archive's class is the first folder under its split (was: the image's own folder)
 
 
@@ -154,6 +156,8 @@ def _cached(path: Path, cache_dir: Path | None, build, skip_bad: bool) -> tuple[
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
+            with contextlib.suppress(OSError):  # a read-only cache still serves
+                os.utime(cache)  # recently used: pruning takes the others first
             return _unpack(saved["train"]), _unpack(saved["val"])
         except Exception as error:  # noqa: BLE001 - our own cache: whatever broke it, decoding again mends it
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -164,7 +168,32 @@ def _cached(path: Path, cache_dir: Path | None, build, skip_bad: bool) -> tuple[
         temporary = cache.with_suffix(f".{os.getpid()}.tmp")
         torch.save(dict(train=_pack(train), val=_pack(val)), temporary)
         os.replace(temporary, cache)
+        prune_cache(cache_dir, keep=cache)
     return train, val
+
+
+def prune_cache(cache_dir: Path, keep: Path, limit_bytes: int = CACHE_LIMIT_BYTES) -> list[Path]:
+    """Remove the least recently used decoded sets until the cache holds at most `limit_bytes` (`keep`, the set
+    just written, stays). Entries are keyed by the files' paths and times, so a data set copied again (a new clone,
+    a fresh download) leaves its old entry unused: without this the cache only grows. Returns what was removed.
+
+    Example:
+        >>> prune_cache(cache_dir, keep=cache_dir / "cifar10-train-jpg.tar.gz-5d108d27eeaa714b.pt")
+        [PosixPath('.../cifar10-train-jpg.tar.gz-57495bf275c76e51.pt')]
+    """
+    entries = []
+    for entry in cache_dir.glob("*.pt"):
+        with contextlib.suppress(FileNotFoundError):  # another process may prune beside us
+            info = entry.stat()
+            entries.append((entry != keep, -info.st_mtime, info.st_size, entry))
+    removed, total = [], 0
+    for other, _, size, entry in sorted(entries):  # `keep` first, then the most recently used
+        total += size
+        if other and total > limit_bytes:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def _read_tar(path: Path, skip_bad: bool) -> tuple[ImageSet, ImageSet | None]:
