@@ -131,6 +131,7 @@ def test_a_new_run_never_overwrites_a_run_or_the_users_files(tmp_path, finished_
         (["--image-size", "-8"], "--image-size -8: must be 0 or >= 8"),
         # decoded 32px images are not resized: a size they did not train at would reach the weights' card
         (["--image-size", "64"], "--image-size 64: the data's 32px images are decoded into memory"),
+        (["--cutout", "33"], "--cutout 33: larger than the 32px images it would hide"),
         (["--epochs", "0"], "--epochs 0.0: must be > 0"),
         (["--recipe", "fastest"], "invalid choice: 'fastest' (choose from 'cifar-paper', 'imagenet-paper'"),
         (["--schedule", "wavy"], "invalid choice: 'wavy'"),

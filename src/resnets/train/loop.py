@@ -192,6 +192,8 @@ def prepare_data(
             "memory and train at their own size (no resizing); leave --image-size out"
         )
     image_size = recipe.image_size or (train_set.images.shape[-1] if small else entry.input_size[-1])
+    if recipe.cutout > image_size:
+        raise ValueError(f"--cutout {recipe.cutout}: larger than the {image_size}px images it would hide")
     augment = recipe.augment if recipe.augment != Augment.AUTO else (Augment.CIFAR if small else Augment.IMAGENET)
     common = dict(mean=mean, std=std, image_size=image_size, seed=recipe.seed, skip_bad_images=skip_bad_images)
     train_batches = make_batches(
