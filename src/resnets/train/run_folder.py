@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from resnets.atomic import atomic_write, file_in_the_way
+from resnets.atomic import atomic_write, file_in_the_way, make_folder
 from resnets.errors import ResnetsError
 from resnets.weights.metadata import WeightsMetadata
 from resnets.weights.readers import WeightsError
@@ -88,7 +88,7 @@ class RunLock:
 
     def acquire(self, block: bool) -> bool:
         """Take the lock; False when another live process holds it and `block` is not asked."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)  # one line naming what stands in the way where it cannot be made
         while True:
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -322,7 +322,7 @@ class RunFolder:
             )
 
     def write_config(self, run_info: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         text = json.dumps(run_info, indent=2, default=str)
         atomic_write(self.config_path, lambda temporary: Path(temporary).write_text(text))
 
