@@ -299,10 +299,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from resnets.bench.timing import benchmark, format_rows, sweep_models
     from resnets.hardware import cpu_has_native_bf16, describe_device, resolve_device
+    from resnets.models import get_entry
 
     models = sweep_models(args.sweep, args.models) if args.sweep else args.models
     if not models:
         raise CliError("name at least one model (or use --sweep depth)")
+    for name in models:
+        get_entry(name)  # an unknown name (with a did-you-mean) before the device line and any timing
     if args.plot and Path(args.plot).is_dir():
         raise CliError(f"--plot {args.plot}: is a folder; name the PNG to write")
     if args.mode == "train" and args.dtype and set(args.dtype) <= {"int8"}:
