@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from resnets import cli
 from resnets.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -70,3 +73,21 @@ def test_help_has_examples(capsys):
         main(["summary", "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_a_ctrl_c_while_torch_loads_is_one_line(monkeypatch, capsys):
+    # The command reaches main() before torch loads (the package's names load on first use), so main can answer it.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, resnets.cli; print(sorted(m for m in sys.modules if m == 'torch'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "resnets: interrupted\n"

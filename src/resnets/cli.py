@@ -623,7 +623,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Inductor's first compile logs that this CPU machine has no CUDA runtime: true, and nothing to act on.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # the parser imports torch: a Ctrl-C may land here
+    except KeyboardInterrupt:
+        print("resnets: interrupted", file=sys.stderr)
+        return 130
     try:
         status = args.func(args)
     except BrokenPipeError:  # output piped into `head`: stop quietly
