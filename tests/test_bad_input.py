@@ -303,6 +303,25 @@ def test_a_damaged_archive_is_named_not_read_in_part(tmp_path):
         load_dataset(plain)
 
 
+def test_a_full_disk_while_converting_names_the_destination_and_keeps_it(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    source = tmp_path / "w.pth"
+    torch.save(create_model("resnet20").state_dict(), source)
+    destination = tmp_path / "w.safetensors"
+    destination.write_bytes(b"the previous file")
+
+    def disk_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: IoError(File too large (os error 27))")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    assert main(["convert", str(source), str(destination), "--model", "resnet20"]) == 2
+    one_line_error(capsys, f"{destination}: could not be written (", "File too large")
+    assert destination.read_bytes() == b"the previous file" and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_a_file_written_over_keeps_its_mode_and_a_new_one_gets_the_umasks(tmp_path):
     from resnets.atomic import atomic_write
 
