@@ -128,6 +128,8 @@ def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"{run}: finished at step 30: validation top-1 ")
     assert main(["status", str(tmp_path / "elsewhere")]) == 2
     assert capsys.readouterr().err.strip().endswith("elsewhere: no such run folder")
+    assert main(["status", str(run / "config.json")]) == 2
+    assert capsys.readouterr().err.strip().endswith("config.json: a file, not a run folder")
     assert main(["plot", str(run)]) == 0
     assert (run / "curves.png").stat().st_size > 10_000
 
