@@ -290,7 +290,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 
     for run_dir in args.run_dirs:
         if not Path(run_dir).is_dir():
-            raise CliError(f"{run_dir}: {'a file, not' if Path(run_dir).is_file() else 'no such'} run folder")
+            raise CliError(f"{run_dir}: {'a file, not a' if Path(run_dir).is_file() else 'no such'} run folder")
         print(f"{run_dir}: {RunFolder(run_dir).status()}")
 
 
