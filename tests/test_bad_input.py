@@ -510,6 +510,63 @@ def test_a_damaged_image_cache_is_rebuilt_not_fatal(tmp_path):
     assert load_dataset(SAMPLE, cache_dir=tmp_path)[0].images.shape == first.images.shape  # rewritten whole
 
 
+def test_an_image_cache_that_cannot_be_written_costs_a_warning_not_the_data(tmp_path, monkeypatch):
+    from resnets.data import sources
+
+    def disk_full(payload, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 94592 vs 94488")
+
+    monkeypatch.setattr(sources.torch, "save", disk_full)
+    with pytest.warns(UserWarning, match=r"decoded images not cached \(.*cifar10-sample.*could not be written"):
+        train, _ = load_dataset(SAMPLE, cache_dir=tmp_path)
+    assert train.images is not None and len(train.labels) == len(train.images)
+    assert not list(tmp_path.iterdir())  # no half-written entry for the next run to stumble on
+
+
+def test_a_failed_write_names_the_file_keeps_the_old_one_and_chains_the_cause(tmp_path):
+    from resnets.atomic import atomic_write
+    from resnets.errors import WriteError
+
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"the previous export")
+
+    def failing_exporter(temporary):
+        Path(temporary).write_bytes(b"half")
+        raise KeyError()  # a message-less error: the line falls back to its type name
+
+    def disk_full(temporary):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(WriteError) as error:
+        atomic_write(existing, failing_exporter, kept="the previous export")
+    assert str(error.value) == f"{existing}: could not be written (KeyError); the previous export is kept"
+    assert isinstance(error.value.__cause__, KeyError) and isinstance(error.value, OSError)
+    with pytest.raises(WriteError, match=r"\(\[Errno 28\] No space left on device; is the disk full\?\); nothing"):
+        atomic_write(tmp_path / "new.bin", disk_full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    assert existing.read_bytes() == b"the previous export"
+
+
+def test_an_error_without_a_message_still_gets_one_line(tmp_path, monkeypatch):
+    from resnets.errors import first_line
+    from resnets.train import checkpoint
+
+    assert first_line(ValueError("\n  \nsecond line\nthird")) == "second line"
+    assert first_line(EOFError()) == "EOFError" and first_line(RuntimeError("x" * 500), limit=10) == "x" * 10
+    saved = tmp_path / "checkpoint.pt"
+    saved.write_bytes(b"anything")
+
+    def empty_message(*args, **kwargs):
+        raise EOFError()  # "".splitlines()[0] used to turn this into an IndexError
+
+    monkeypatch.setattr(checkpoint.torch, "load", empty_message)
+    model = create_model("resnet20")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(WeightsError, match=r"checkpoint.pt: unreadable checkpoint \(EOFError\)"):
+        checkpoint.load_checkpoint(saved, model, optimizer, torch.amp.GradScaler("cpu", enabled=False))
+
+
 def test_plot_names_a_metrics_record_it_cannot_draw(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 10, "lr": 0.1, "val_top1": 0.5}) + "\n")
     assert main(["plot", str(tmp_path)]) == 2

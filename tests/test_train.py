@@ -159,6 +159,7 @@ def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_it_was(tmp_path, monkeypatch):
+    from resnets.errors import WriteError
     from resnets.train import checkpoint
 
     kwargs = dict(model_overrides={"depth": 8}, cache_dir=tmp_path, progress=False)
@@ -171,7 +172,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_i
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 94592 vs 94488")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
-    with pytest.raises(checkpoint.CheckpointError) as error:
+    with pytest.raises(WriteError) as error:
         train("resnet20", SAMPLE, run, tiny_recipe(epochs=2), resume=True, **kwargs)
     message = str(error.value)
     assert "checkpoint.pt: could not be written (" in message and "the last good checkpoint is kept" in message

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -14,10 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from resnets.errors import ResnetsError, WriteError, first_line
 
-def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
+# How a full disk reaches us through the writers we call: torch.save ("unexpected pos N vs M") and safetensors (Rust's
+# "os error 27/28") say it without an errno.
+FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+FULL_DISK_SIGNS = ("unexpected pos", "os error 27", "os error 28")
+
+
+def atomic_write(path: Path, write: Callable[[str], object], *, kept: str = "the file already there") -> Path:
     """Call `write(temporary_path)` beside `path`, then rename it over `path` (with the usual file mode, or the mode
-    of the file it replaces; a read-only `path` is refused)."""
+    of the file it replaces; a read-only `path` is refused). When `write` fails, `WriteError` names `path` and says
+    that `kept` (what `path` held) is kept; the error `write` raised is its `__cause__`."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; name a file to write")
@@ -32,7 +41,13 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
         raise type(error)(f"{path}: cannot write there: {_why_unwritable(path.parent, error)}") from None
     os.close(descriptor)
     try:
-        write(temporary)
+        try:
+            write(temporary)
+        except (ResnetsError, ImportError):  # our own one-line errors, and a missing package's install hint
+            raise
+        except Exception as error:
+            left = f"{kept} is kept" if path.exists() else "nothing was left there"
+            raise WriteError(f"{path}: could not be written ({_why_write_failed(error)}); {left}") from error
         if kept_mode is None:
             umask = os.umask(0)
             os.umask(umask)
@@ -46,6 +61,12 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def _why_write_failed(error: Exception) -> str:
+    reason = first_line(error, limit=200)
+    full = getattr(error, "errno", None) in FULL_DISK_ERRNOS or any(sign in str(error) for sign in FULL_DISK_SIGNS)
+    return f"{reason}; is the disk full?" if full else reason
 
 
 def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100) -> Path:

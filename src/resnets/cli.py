@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from resnets.train.recipes import Recipe
 
-from resnets.errors import ResnetsError
+from resnets.errors import ResnetsError, first_line
 
 EXAMPLES = {
     "models": """examples:
@@ -618,9 +618,7 @@ def _as_flags(message: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `resnets` command; returns the exit status."""
     # A library's warning is one line of ours, not a stack of source lines and its own traceback-like dump.
-    warnings.formatwarning = lambda message, category, *_args, **_kw: (
-        f"resnets: warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}\n"
-    )
+    warnings.formatwarning = lambda message, category, *_args, **_kw: f"resnets: warning: {first_line(message)}\n"
     # Inductor's first compile logs that this CPU machine has no CUDA runtime: true, and nothing to act on.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
@@ -640,11 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"resnets {args.command}: error: {_as_flags(message)}", file=sys.stderr)
+        print(f"resnets {args.command}: error: {_as_flags(first_line(error))}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - anything unforeseen still gets one line, not a traceback
-        message = str(error).splitlines()[0] if str(error) else ""
+        message = first_line(error) if str(error).strip() else ""
         print(f"resnets {args.command}: error: {type(error).__name__}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

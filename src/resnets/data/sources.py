@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from resnets.errors import ResnetsError
+from resnets.atomic import atomic_write, make_folder
+from resnets.errors import ResnetsError, first_line
 from resnets.safe_pickle import ArrayUnpickler
 
 # Folders that name a split rather than a class: train/, and val/ or test/ (the validation set).
@@ -72,7 +73,7 @@ def decode_image(data: bytes | str | Path, name: str) -> Image.Image:
             image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"{name}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
+        raise DataError(f"{name}: unreadable image ({first_line(error)})") from None
     if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float: scale to 8 bits before RGB
         array = np.nan_to_num(np.asarray(image, dtype=np.float64))
         top = 1.0 if image.mode == "F" and array.max() <= 1.0 else max(array.max(), 1.0)  # float images: 0..1
@@ -160,14 +161,15 @@ def _cached(path: Path, cache_dir: Path | None, build, skip_bad: bool) -> tuple[
                 os.utime(cache)  # recently used: pruning takes the others first
             return _unpack(saved["train"]), _unpack(saved["val"])
         except Exception as error:  # noqa: BLE001 - our own cache: whatever broke it, decoding again mends it
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error)
             warnings.warn(f"{cache}: damaged decoded-image cache ({reason}); decoding the images again", stacklevel=2)
     train, val = build()
     if train.images is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(dict(train=_pack(train), val=_pack(val)), temporary)
-        os.replace(temporary, cache)
+        try:
+            make_folder(cache.parent)
+            atomic_write(cache, lambda temporary: torch.save(dict(train=_pack(train), val=_pack(val)), temporary))
+        except OSError as error:  # a cache is an optimisation: a full or read-only disk costs the next run a decode
+            warnings.warn(f"decoded images not cached ({first_line(error)})", stacklevel=2)
         prune_cache(cache_dir, keep=cache)
     return train, val
 

@@ -15,12 +15,8 @@ import torch
 from torch import nn
 
 from resnets.atomic import atomic_write
-from resnets.errors import ResnetsError
+from resnets.errors import first_line
 from resnets.weights.readers import WeightsError
-
-
-class CheckpointError(ResnetsError, OSError):
-    """A checkpoint that could not be written; the one on disk before it is left as it was."""
 
 
 def save_checkpoint(
@@ -48,12 +44,7 @@ def save_checkpoint(
             "python": random.getstate()[1],
         },
     }
-    try:
-        atomic_write(path, lambda temporary: torch.save(payload, temporary))
-    except (OSError, RuntimeError) as error:  # a full disk reaches torch.save as "unexpected pos N vs M"
-        kept = "the last good checkpoint is kept" if path.is_file() else "no checkpoint is on disk"
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: could not be written ({reason}; is the disk full?); {kept}") from None
+    atomic_write(path, lambda temporary: torch.save(payload, temporary), kept="the last good checkpoint")
 
 
 def load_checkpoint(
@@ -69,7 +60,7 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise WeightsError(f"{path}: unreadable checkpoint ({str(error).splitlines()[0]})") from None
+        raise WeightsError(f"{path}: unreadable checkpoint ({first_line(error)})") from None
     if ema is not None and "ema" not in payload:
         raise WeightsError(f"{path}: the run kept no moving average of its weights; resume it without --ema-decay")
     try:
@@ -79,7 +70,7 @@ def load_checkpoint(
         if ema is not None:
             ema.load_state_dict(payload["ema"])
     except (RuntimeError, KeyError, ValueError) as error:
-        raise WeightsError(f"{path}: does not fit this run ({str(error).splitlines()[0]})") from None
+        raise WeightsError(f"{path}: does not fit this run ({first_line(error)})") from None
     torch.set_rng_state(payload["rng"]["torch"])
     numpy_state = np.random.get_state()
     np.random.set_state((numpy_state[0], payload["rng"]["numpy"].numpy().astype(np.uint32), *numpy_state[2:]))

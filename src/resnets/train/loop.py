@@ -33,7 +33,7 @@ from resnets.data import (
     make_batches,
     stratified_split,
 )
-from resnets.errors import ResnetsError
+from resnets.errors import ResnetsError, first_line
 from resnets.hardware import can_compile, describe_device, resolve_device, resolve_precision, steady_host_memory
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
@@ -376,8 +376,7 @@ class Trainer:
         except Exception as error:  # noqa: BLE001 - any failure to compile, when compiling was our own choice
             if not self.compiled or self.recipe.compile is not None:
                 raise
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            warnings.warn(f"torch.compile failed, training eagerly instead: {first_line[:200]}", stacklevel=2)
+            warnings.warn(f"torch.compile failed, training eagerly instead: {first_line(error, 200)}", stacklevel=2)
             self.compiled, self.forward, self.teach = False, self.wrapped, self.teacher
             return self._forward(images)
 
@@ -581,14 +580,7 @@ def train(
             ranks=ranks,
             folder=folder,
         )
-        if resume:
-            if trainer.teacher is not None:
-                folder.check_teacher(trainer.teacher.sha256)
-            trainer.resume()
-            _check_stop_after(stop_after_steps, trainer.progress.step)  # before the folder is written to
-        elif ranks.is_main:
-            folder.prepare_new(overwrite)  # --overwrite sets the old run aside only now that the new one is built
-        folder.begin(resume)
+        _take_over_folder(trainer, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
         failed = True
         try:
             _write_config(trainer, run_info, resume)
@@ -602,6 +594,20 @@ def train(
                 trainer.writer.close()
             if ranks.is_main:
                 folder.settle(failed)
+
+
+def _take_over_folder(trainer: Trainer, *, resume: bool, overwrite: bool, stop_after_steps: int | None) -> None:
+    """The last checks, then the first write: a resumed run's checkpoint loaded (its teacher and stop step checked),
+    or a new run's folder cleared (--overwrite sets the old run aside only now that the new one is built)."""
+    folder = trainer.folder
+    if resume:
+        if trainer.teacher is not None:
+            folder.check_teacher(trainer.teacher.sha256)
+        trainer.resume()
+        _check_stop_after(stop_after_steps, trainer.progress.step)  # before the folder is written to
+    elif trainer.ranks.is_main:
+        folder.prepare_new(overwrite)
+    folder.begin(resume)
 
 
 def _check_stop_after(stop_after_steps: int | None, step: int) -> None:

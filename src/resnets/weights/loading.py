@@ -130,15 +130,11 @@ def apply_state_dict(
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
     """Write a state_dict as safetensors, atomically: a crash leaves the old file or none, never half of one."""
-    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     metadata = {k: str(v) for k, v in metadata.items()}
-    try:
-        return atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
-    except SafetensorError as error:  # a full disk: "File too large (os error 27)", naming no file
-        raise OSError(f"{path}: could not be written ({error}); whatever was there is left as it was") from None
+    return atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
 def convert(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnets.errors import ResnetsError
+from resnets.errors import ResnetsError, first_line
 from resnets.safe_pickle import ArrayUnpickler
 
 # Where training checkpoints keep the model's weights, most specific first.
@@ -95,14 +95,14 @@ def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if "Unsupported global" not in str(error) else "it holds Python objects"
+        reason = first_line(error) if "Unsupported global" not in str(error) else "it holds Python objects"
         raise WeightsError(
             f"{path}: refused: not a plain-tensor checkpoint ({reason}); nothing in it was run"
         ) from None
     except (RuntimeError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
         # a text or other non-pickle file fails inside the unpickler as KeyError: <its first byte>
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
-        raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({type(error).__name__}: {reason})") from None
+        reason = f"{type(error).__name__}: {first_line(error, 160)}"
+        raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({reason})") from None
     card = obj.get("weights_card") if isinstance(obj, dict) else None
     if not (isinstance(card, dict) and all(isinstance(v, str) for v in card.values())):
         card = {}
@@ -187,4 +187,4 @@ def read_keras(path: Path, fmt: str) -> dict[str, list[np.ndarray]]:
         with h5py.File(path, "r") as file:
             return layers_of_legacy_h5(file)
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        raise WeightsError(f"{path}: unreadable or truncated Keras file ({str(error).splitlines()[0]})") from None
+        raise WeightsError(f"{path}: unreadable or truncated Keras file ({first_line(error)})") from None
