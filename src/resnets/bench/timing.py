@@ -16,6 +16,7 @@ import importlib.util
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -150,7 +151,10 @@ def _openvino_peer(model: nn.Module, x: torch.Tensor) -> Step:
 
     from resnets.deploy.optimize import openvino_precision
 
-    compiled = openvino.compile_model(openvino.convert_model(model.eval(), example_input=x), "CPU")
+    with warnings.catch_warnings():  # convert_model traces with torch.jit, which torch now calls deprecated: its choice
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace")
+        converted = openvino.convert_model(model.eval(), example_input=x)
+    compiled = openvino.compile_model(converted, "CPU")
     array = x.numpy()
     return Step("openvino", lambda: compiled(array), False, str(openvino_precision(compiled)), "openvino")
 
