@@ -590,6 +590,18 @@ def test_status_names_a_config_that_is_not_a_run_record(tmp_path, capsys):
     one_line_error(capsys, "config.json: not a JSON object")
 
 
+def test_status_of_a_folder_that_is_no_run_says_so_and_a_planned_one_is_not_started(tmp_path, capsys):
+    images = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (images / name).mkdir(parents=True)
+    assert main(["status", str(images)]) == 2
+    one_line_error(capsys, f"{images}: not a run folder (no config.json; it holds cat, dog)")
+    planned = tmp_path / "planned"
+    planned.mkdir()
+    assert main(["status", str(planned)]) == 0
+    assert capsys.readouterr().out == f"{planned}: not started\n"
+
+
 def test_the_command_line_hints_at_flags_where_the_library_names_arguments(capsys):
     with pytest.raises(WeightsError, match="pass weights=PATH instead"):
         __import__("resnets").create_model("resnet50", pretrained=True)

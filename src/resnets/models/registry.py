@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import re
 from typing import Any
 
 from resnets.models.config import (
@@ -139,10 +140,16 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     """The registry entry of `name`; a clear error with suggestions when there is none."""
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        spelled = {_spelling(known): known for known in _REGISTRY}
+        close = [spelled[match] for match in difflib.get_close_matches(_spelling(name), spelled, n=3)]
         hint = f"; did you mean {', '.join(close)}?" if close else "; `resnets models` lists them"
         raise ValueError(f"unknown model {name!r}{hint}")
     return _REGISTRY[name]
+
+
+def _spelling(name: str) -> str:
+    """A name as it is meant rather than typed: Keras' capitals (ResNet50), dashes, and a letter O among digits."""
+    return re.sub(r"(?<=\d)o|o(?=\d)", "0", name.lower().replace("-", "_"))
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:

@@ -232,6 +232,10 @@ class RunFolder:
         holder = RunLock(self.path).holder()
         training = f" (process {holder} is training it now)" if holder is not None else ""
         if not self.config_path.is_file():
+            foreign = [name for name in self.contents() if name not in RUN_FILES]
+            if foreign and holder is None:  # an image folder or a project passed by mistake, not a planned run
+                listed = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+                raise RunFolderError(f"{self.path}: not a run folder (no {CONFIG}; it holds {listed})")
             return f"not started{training}"
         config = self.config()
         rows = self.metrics() if self.metrics_path.is_file() else []
