@@ -316,7 +316,7 @@ def _is_small(files: list[str], skip_bad: bool) -> bool:
 
 
 def load_dataset(
-    path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, skip_bad_images: bool = False
+    path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None, skip_bad_images: bool = False
 ) -> tuple[ImageSet, ImageSet | None]:
     """(train, val-or-None) from an ImageFolder dir, a `.tar.gz` of one, or a CIFAR pickle dir.
 
@@ -342,7 +342,8 @@ def load_dataset(
         return _read_cifar_pickles(path)
     subfolders = _subfolders(path)
     if len(subfolders) == 1 and subfolders[0].name not in SPLIT_FOLDERS and any(_subfolders(subfolders[0])):
-        return load_dataset(subfolders[0], cache_dir, skip_bad_images)  # a folder that only wraps the layout
+        # a folder that only wraps the layout
+        return load_dataset(subfolders[0], cache_dir=cache_dir, skip_bad_images=skip_bad_images)
     train_root = path / "train" if (path / "train").is_dir() else path
     val_root = next((path / n for n in SPLIT_FOLDERS[1:] if (path / n).is_dir()), None)
     if train_root == path and val_root is not None and {p.name for p in subfolders} <= set(SPLIT_FOLDERS):

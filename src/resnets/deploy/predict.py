@@ -159,6 +159,7 @@ class Predictor:
     def evaluate_data(
         self,
         data: str | os.PathLike,
+        *,
         split: str = "auto",
         flip: bool = False,
         val_fraction: float = 0.1,

@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy and loss over a set of batches.
 
 Example:
-    >>> evaluate(model, val_batches, torch.device("cpu"), torch.float32)
+    >>> evaluate(model, val_batches, torch.device("cpu"), flip=True)
     {'loss': 0.31, 'top1': 0.912, 'top5': 0.997, 'n': 5000}
 """
 
@@ -19,6 +19,7 @@ def evaluate(
     model: nn.Module,
     batches,
     device: torch.device,
+    *,
     dtype: torch.dtype = torch.float32,
     memory_format: torch.memory_format = torch.contiguous_format,
     flip: bool = False,

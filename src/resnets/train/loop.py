@@ -401,14 +401,19 @@ class Trainer:
                 self.served,
                 self.data.val_batches,
                 self.device,
-                self.dtype,
-                self.memory_format,
+                dtype=self.dtype,
+                memory_format=self.memory_format,
                 flip=self.recipe.eval_flip,
             )
             record.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
             if self.recipe.eval_flip and progress.step >= self.total_steps:  # the papers' figure: one view
                 one_view = evaluate(
-                    self.served, self.data.val_batches, self.device, self.dtype, self.memory_format, flip=False
+                    self.served,
+                    self.data.val_batches,
+                    self.device,
+                    dtype=self.dtype,
+                    memory_format=self.memory_format,
+                    flip=False,
                 )
                 record.update(val_top1_one_view=one_view["top1"], val_top5_one_view=one_view["top5"])
         # timed_steps: the steps these seconds cover, fewer than the epoch's own when the run resumed inside it

@@ -108,7 +108,7 @@ def _check(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, reset
     return {k: v.to(expected[k].dtype) for k, v in tensors.items()}
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, reset_classifier: bool = False) -> dict[str, str]:
+def load_weights(model: nn.Module, path: str | os.PathLike, *, reset_classifier: bool = False) -> dict[str, str]:
     """Load a weight file (format detected from the file) into `model`; on any mismatch the model is unchanged.
 
     `reset_classifier=True` loads everything but the classifier, for fine-tuning on other classes.
@@ -117,12 +117,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, reset_classifier: bo
         >>> meta = load_weights(create_model("resnet50"), "resnet50-0676ba61.pth")
     """
     tensors, metadata = read_state_dict(path)
-    apply_state_dict(model, tensors, path, reset_classifier)
+    apply_state_dict(model, tensors, path, reset_classifier=reset_classifier)
     return metadata
 
 
 def apply_state_dict(
-    model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike, reset_classifier: bool = False
+    model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike, *, reset_classifier: bool = False
 ) -> None:
     """Load tensors already in our names (from `read_state_dict`) after every check passes; else change nothing."""
     model.load_state_dict(_check(model, tensors, Path(source), reset_classifier), strict=True)
