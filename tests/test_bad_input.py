@@ -387,6 +387,18 @@ def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finishe
     assert snapshot(tmp_path) == before and not any(folder.iterdir())
 
 
+def test_an_openvino_export_beside_a_read_only_weights_file_is_refused_before_any_work(tmp_path, capsys):
+    xml, weights = tmp_path / "model.xml", tmp_path / "model.bin"
+    xml.write_text("the user's IR")
+    weights.write_bytes(b"the user's weights")
+    weights.chmod(0o444)  # a rename would replace it, and the .xml beside it would describe other weights
+    before = snapshot(tmp_path)
+    argv = ["export", "--model", "resnet20", "--pretrained", "--format", "openvino", "--out", str(xml)]
+    assert main(argv) == 2
+    one_line_error(capsys, f"{weights}: is read-only; make it writable")
+    assert snapshot(tmp_path) == before
+
+
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_the_folder_as_it_was(tmp_path, finished_run, capsys):
     diverge = [*TRAIN, *TINY, "--data", str(SAMPLE), "--epochs", "1", "--lr", "1e30"]
     run_dir = copy_run(finished_run, tmp_path / "run")
@@ -542,7 +554,8 @@ def test_a_failed_write_names_the_file_keeps_the_old_one_and_chains_the_cause(tm
         atomic_write(existing, failing_exporter, kept="the previous export")
     assert str(error.value) == f"{existing}: could not be written (KeyError); the previous export is kept"
     assert isinstance(error.value.__cause__, KeyError) and isinstance(error.value, OSError)
-    with pytest.raises(WriteError, match=r"\(\[Errno 28\] No space left on device; is the disk full\?\); nothing"):
+    full = r"\(\[Errno 28\] No space left on device; is the disk full\?\); no file was there before, and none is left"
+    with pytest.raises(WriteError, match=full):
         atomic_write(tmp_path / "new.bin", disk_full)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert existing.read_bytes() == b"the previous export"
@@ -600,6 +613,10 @@ def test_status_of_a_folder_that_is_no_run_says_so_and_a_planned_one_is_not_star
     planned.mkdir()
     assert main(["status", str(planned)]) == 0
     assert capsys.readouterr().out == f"{planned}: not started\n"
+    # `status runs/*`: a folder that is no run is named, and the folders after it are still reported
+    assert main(["status", str(images), str(planned)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == f"{planned}: not started\n" and "not a run folder" in captured.err
 
 
 def test_the_command_line_hints_at_flags_where_the_library_names_arguments(capsys):

@@ -293,7 +293,7 @@ def test_models_pickle_and_print():
     [
         (dict(name="resnet51"), "unknown model 'resnet51'; did you mean"),
         (dict(name="resnet2O"), "unknown model 'resnet2O'; did you mean resnet20,"),  # a letter O for a zero
-        (dict(name="ResNet50V2"), "did you mean resnet50v2,"),  # Keras' spelling
+        (dict(name="RESNET20"), "did you mean resnet20,"),
         (dict(name="wide-resnet50-2"), "did you mean wide_resnet50_2,"),
         (dict(name="resnet20", depth=21), "depth 21 is not 6n+2"),
         (dict(name="resnet164", depth=21), "depth 21 is not 9n+2"),

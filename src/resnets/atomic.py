@@ -23,17 +23,28 @@ FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 FULL_DISK_SIGNS = ("unexpected pos", "os error 27", "os error 28")
 
 
+def replaceable_mode(path: Path) -> int | None:
+    """The mode of the file at `path` (None where there is none), which a rename may replace: a folder or a read-only
+    file is refused, as a plain open() would refuse it (a rename replaces even a read-only file, even without root).
+
+    Example:
+        >>> replaceable_mode(Path("model.bin"))
+        420
+    """
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; name a file to write")
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
+    if mode is not None and not mode & 0o222:
+        raise PermissionError(f"{path}: is read-only; make it writable, remove it, or write elsewhere")
+    return mode
+
+
 def atomic_write(path: Path, write: Callable[[str], object], *, kept: str = "the file already there") -> Path:
     """Call `write(temporary_path)` beside `path`, then rename it over `path` (with the usual file mode, or the mode
     of the file it replaces; a read-only `path` is refused). When `write` fails, `WriteError` names `path` and says
     that `kept` (what `path` held) is kept; the error `write` raised is its `__cause__`."""
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder; name a file to write")
-    # A rename replaces even a file the user made read-only, which a plain open() would refuse: refuse it too.
-    kept_mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
-    if kept_mode is not None and not kept_mode & 0o222:
-        raise PermissionError(f"{path}: is read-only; make it writable, remove it, or write elsewhere")
+    kept_mode = replaceable_mode(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -43,10 +54,11 @@ def atomic_write(path: Path, write: Callable[[str], object], *, kept: str = "the
     try:
         try:
             write(temporary)
-        except (ResnetsError, ImportError):  # our own one-line errors, and a missing package's install hint
+        # Our own one-line errors, a missing package's install hint, and mistakes in the code pass through as they are.
+        except (ResnetsError, ImportError, TypeError, AttributeError, NameError):
             raise
         except Exception as error:
-            left = f"{kept} is kept" if path.exists() else "nothing was left there"
+            left = f"{kept} is kept" if path.exists() else "no file was there before, and none is left"
             raise WriteError(f"{path}: could not be written ({_why_write_failed(error)}); {left}") from error
         if kept_mode is None:
             umask = os.umask(0)

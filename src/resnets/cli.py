@@ -285,13 +285,19 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {plot_run(args.run_dir, args.out)}")
 
 
-def cmd_status(args: argparse.Namespace) -> None:
-    from resnets.train.run_folder import RunFolder
+def cmd_status(args: argparse.Namespace) -> int:
+    from resnets.train.run_folder import RunFolder, RunFolderError
 
-    for run_dir in args.run_dirs:
-        if not Path(run_dir).is_dir():
-            raise CliError(f"{run_dir}: {'a file, not a' if Path(run_dir).is_file() else 'no such'} run folder")
-        print(f"{run_dir}: {RunFolder(run_dir).status()}")
+    failed = 0
+    for run_dir in args.run_dirs:  # every folder is reported; a bad one does not hide those after it
+        try:
+            if not Path(run_dir).is_dir():
+                raise CliError(f"{run_dir}: {'a file, not a' if Path(run_dir).is_file() else 'no such'} run folder")
+            print(f"{run_dir}: {RunFolder(run_dir).status()}")
+        except (CliError, RunFolderError) as error:
+            print(f"resnets status: error: {error}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

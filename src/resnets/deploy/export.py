@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from resnets.atomic import atomic_write
+from resnets.atomic import atomic_write, replaceable_mode
 from resnets.data import sample_images
 from resnets.deploy.optimize import onnxruntime_session, openvino_compile, write_onnx
 from resnets.deploy.predict import Predictor
@@ -114,10 +114,17 @@ def write_openvino(model: torch.nn.Module, out: Path, calibration: torch.Tensor 
     """
     import openvino
 
+    weights = out.with_suffix(".bin")
+    replaceable_mode(weights)  # the .xml is checked by atomic_write; both before any work
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as folder:
-        onnx_file = write_onnx(model, Path(folder) / "model.onnx", calibration)
         staged = Path(folder) / out.name
-        openvino.save_model(openvino.convert_model(str(onnx_file)), str(staged), compress_to_fp16=False)
-        os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
-        os.replace(staged, out)
+
+        def convert(temporary: str) -> None:
+            onnx_file = write_onnx(model, Path(folder) / "model.onnx", calibration)
+            openvino.save_model(openvino.convert_model(str(onnx_file)), str(staged), compress_to_fp16=False)
+            atomic_write(weights, lambda weights_temporary: os.replace(staged.with_suffix(".bin"), weights_temporary))
+            os.replace(staged, temporary)
+
+        atomic_write(out, convert)
     return out

@@ -23,7 +23,7 @@ from resnets.models import CIFAR_DEPTHS, create_model
 from resnets.train import get_recipe, train
 from resnets.train.plots import pyplot
 from resnets.train.recipes import Recipe
-from resnets.train.run_folder import RunFolder, RunLock, hardware_history
+from resnets.train.run_folder import RunFolder, RunFolderError, RunLock, hardware_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +244,11 @@ def run_status(
     lines = []
     for run in (trial for planned in runs for trial in planned.seeds(seeds)):
         folder = RunFolder(root / run.key)
-        lines.append(f"{run.label}, seed {run.seed} ({folder.path}): {folder.status()}")
+        try:
+            where = folder.status()
+        except RunFolderError as error:  # one unreadable folder does not hide the others
+            where = f"error: {error}"
+        lines.append(f"{run.label}, seed {run.seed} ({folder.path}): {where}")
     return lines
 
 

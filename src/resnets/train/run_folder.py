@@ -232,8 +232,10 @@ class RunFolder:
         holder = RunLock(self.path).holder()
         training = f" (process {holder} is training it now)" if holder is not None else ""
         if not self.config_path.is_file():
-            foreign = [name for name in self.contents() if name not in RUN_FILES]
-            if foreign and holder is None:  # an image folder or a project passed by mistake, not a planned run
+            held = self.contents() if self.path.is_dir() else []
+            foreign = [name for name in held if name not in RUN_FILES]
+            # an image folder or a project passed by mistake, not a planned run nor one that --overwrite is replacing
+            if foreign and holder is None and not (self.path / PREVIOUS).exists():
                 listed = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
                 raise RunFolderError(f"{self.path}: not a run folder (no {CONFIG}; it holds {listed})")
             return f"not started{training}"

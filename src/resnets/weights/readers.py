@@ -101,7 +101,7 @@ def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         ) from None
     except (RuntimeError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
         # a text or other non-pickle file fails inside the unpickler as KeyError: <its first byte>
-        reason = f"{type(error).__name__}: {first_line(error, 160)}"
+        reason = f"{type(error).__name__}: {first_line(error, 160)}" if str(error).strip() else type(error).__name__
         raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({reason})") from None
     card = obj.get("weights_card") if isinstance(obj, dict) else None
     if not (isinstance(card, dict) and all(isinstance(v, str) for v in card.values())):
