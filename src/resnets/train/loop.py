@@ -37,6 +37,7 @@ from resnets.errors import ResnetsError, first_line
 from resnets.hardware import can_compile, describe_device, resolve_device, resolve_precision, steady_host_memory
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+from resnets.train.cuda_graphs import GraphedForward, cuda_graphs_pay
 from resnets.train.distill import DistillationLoss, TeacherNet, load_teacher
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
@@ -296,13 +297,19 @@ class Trainer:
         self.teacher = self._load_teacher() if recipe.teacher else None
         self.distill = DistillationLoss(recipe.distill_weight, recipe.distill_temperature, recipe.label_smoothing)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        self.autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+        self.graphed = cuda_graphs_pay(recipe.cuda_graphs, device, ranks.world_size, compile_asked=recipe.compile)
+        # A captured graph cannot hold autocast's cache of cast weights: each replay casts them again.
+        self.autocast = torch.autocast(
+            device.type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=not self.graphed
+        )
         self.wrapped = nn.parallel.DistributedDataParallel(self.model) if ranks.world_size > 1 else self.model
         self.steps_per_epoch = len(data.train_batches)
         self.total_steps = recipe.steps(self.steps_per_epoch)
-        self.compiled = compile_pays(recipe.compile, device, self.total_steps)
+        self.compiled = not self.graphed and compile_pays(recipe.compile, device, self.total_steps)
         # One graph per batch shape (the epoch's last, shorter batch compiles once more): static shapes are fastest.
         self.forward = torch.compile(self.wrapped, dynamic=False) if self.compiled else self.wrapped
+        if self.graphed:
+            self.forward = GraphedForward(self.wrapped, required=bool(recipe.cuda_graphs))
         compile_teacher = self.compiled and self.teacher is not None
         self.teach = torch.compile(self.teacher, dynamic=False) if compile_teacher else self.teacher
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -678,6 +685,7 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
     run_info["parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     run_info["layers"] = trainer.model.config.depth
     run_info["compiled"] = trainer.compiled
+    run_info["cuda_graphs"] = trainer.graphed
     run_info["command"] = train_command(
         run_info["model"], run_info["model_overrides"], recipe, run_info["data"], folder.path
     )
@@ -698,9 +706,10 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
         print(f"distilling from {trainer.teacher.description}")
     if data.skipped:
         print(f"skipped {data.skipped} unreadable image{'s' if data.skipped != 1 else ''} (--skip-bad-images)")
+    graphs = ", CUDA graphs" if trainer.graphed else ""
     print(
-        f"precision {run_info['precision']}, channels_last {recipe.channels_last}, compiled {trainer.compiled} | "
-        f"{recipe.describe()}"
+        f"precision {run_info['precision']}, channels_last {recipe.channels_last}, compiled {trainer.compiled}"
+        f"{graphs} | {recipe.describe()}"
     )
 
 

@@ -101,6 +101,7 @@ class Recipe:
     precision: Precision = Precision.AUTO  # auto (bf16 where native) | fp32 | bf16 | fp16
     channels_last: bool = True  # NHWC tensors: faster convolutions on CPU and tensor cores
     compile: bool | None = None  # torch.compile the model (inductor); unset: for runs of 2,000+ steps, where it pays
+    cuda_graphs: bool | None = None  # replay forward and backward as CUDA graphs; unset: on a GPU, in one process
     seed: int = 0  # initial weights, batch order and augmentation follow it; the held-out split does not
     log_every: int = 10  # a log line every N batches (seed 001)
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
