@@ -258,10 +258,11 @@ def convert_to(tmp_path: Path, model: torch.nn.Module) -> Path:
     return convert(tmp_path / "src.pth", tmp_path / "shipped.safetensors", "resnet20")
 
 
-def test_shipped_resnet20_reproduces_its_recorded_accuracy(capsys):
+@pytest.mark.parametrize("name", sorted(pretrained_module.PRETRAINED))
+def test_each_shipped_file_reproduces_its_recorded_accuracy(name, capsys):
     full = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
-    spec = pretrained_module.PRETRAINED["resnet20"]
-    argv = ["eval", "--model", "resnet20", "--pretrained", "--data", str(full), "--split", "val", "--flip", "--json"]
+    spec = pretrained_module.PRETRAINED[name]
+    argv = ["eval", "--model", name, "--pretrained", "--data", str(full), "--split", "val", "--flip", "--json"]
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert metrics["n"] == 5000
