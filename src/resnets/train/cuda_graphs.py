@@ -80,6 +80,12 @@ class GraphedForward:
 
     def _capture(self, images: torch.Tensor) -> None:
         saved = {name: buffer.clone() for name, buffer in self.model.named_buffers()}
+        # The parameters' gradient accumulators are made on the capture's side stream and the graph keeps them, so
+        # every replay hands them gradients from the main stream: torch warns once of the stream wait this adds
+        # (measured: 42,700 img/s for resnet20 on an H200 with it, against 13,000 without graphs). Expected here.
+        quiet = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)
+        if quiet is not None:
+            quiet(False)
         try:
             self.graphed = torch.cuda.make_graphed_callables(_Forward(self.model), (images.detach().clone(),))
             self.layout = (images.shape, images.stride(), images.dtype)
