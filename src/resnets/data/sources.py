@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from resnets.atomic import atomic_write, make_folder
+from resnets.atomic import atomic_write
 from resnets.errors import ResnetsError, first_line
 from resnets.safe_pickle import ArrayUnpickler
 
@@ -166,7 +166,6 @@ def _cached(path: Path, cache_dir: Path | None, build, skip_bad: bool) -> tuple[
     train, val = build()
     if train.images is not None:
         try:
-            make_folder(cache.parent)
             atomic_write(cache, lambda temporary: torch.save(dict(train=_pack(train), val=_pack(val)), temporary))
         except OSError as error:  # a cache is an optimisation: a full or read-only disk costs the next run a decode
             warnings.warn(f"decoded images not cached ({first_line(error)})", stacklevel=2)

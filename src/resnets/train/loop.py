@@ -387,6 +387,11 @@ class Trainer:
             self.compiled, self.forward, self.teach = False, self.wrapped, self.teacher
             return self._forward(images)
 
+    def validate(self, *, flip: bool) -> dict[str, float]:
+        """The served net (the average, where kept) on the held-out batches."""
+        kw = dict(dtype=self.dtype, memory_format=self.memory_format, flip=flip)
+        return evaluate(self.served, self.data.val_batches, self.device, **kw)
+
     def record(self, epoch_mark: float, lr: float, *, publish: bool = True) -> dict:
         """Evaluate, add one metrics record covering the steps since the last one to the history (and, unless
         `publish` is False, to metrics.jsonl), start a new window."""
@@ -404,24 +409,10 @@ class Trainer:
         if self.teacher is not None:  # train_loss is then the distillation objective
             record["train_cross_entropy"] = window.cross_entropy_sum.item() / seen
         if self.data.val_batches is not None:
-            metrics = evaluate(
-                self.served,
-                self.data.val_batches,
-                self.device,
-                dtype=self.dtype,
-                memory_format=self.memory_format,
-                flip=self.recipe.eval_flip,
-            )
+            metrics = self.validate(flip=self.recipe.eval_flip)
             record.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
             if self.recipe.eval_flip and progress.step >= self.total_steps:  # the papers' figure: one view
-                one_view = evaluate(
-                    self.served,
-                    self.data.val_batches,
-                    self.device,
-                    dtype=self.dtype,
-                    memory_format=self.memory_format,
-                    flip=False,
-                )
+                one_view = self.validate(flip=False)
                 record.update(val_top1_one_view=one_view["top1"], val_top5_one_view=one_view["top5"])
         # timed_steps: the steps these seconds cover, fewer than the epoch's own when the run resumed inside it
         record.update(
