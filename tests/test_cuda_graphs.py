@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from resnets.cli import main
 from resnets.models import create_model
 from resnets.train import get_recipe, loop, train
 from resnets.train.cuda_graphs import GraphedForward, cuda_graphs_pay
@@ -51,6 +52,8 @@ def test_cuda_graphs_are_chosen_on_a_gpu_in_one_process_unless_compiling_is_aske
         cuda_graphs_pay(True, cpu, 1)
     with pytest.raises(ValueError, match="choose one"):
         cuda_graphs_pay(True, cuda, 1, compile_asked=True)
+    with pytest.raises(ValueError, match="--cuda-graphs True: not with --compile"):  # before any data is read
+        get_recipe("cifar-fast", cuda_graphs=True, compile=True)
 
 
 def test_graphed_forward_replays_its_shape_runs_others_eagerly_and_keeps_the_statistics(monkeypatch):
@@ -101,3 +104,11 @@ def test_a_run_with_graphs_trains_exactly_as_an_eager_one(tmp_path, monkeypatch)
     assert replays.calls == 2 * 14  # every full batch of both epochs (the captured one too: capturing runs nothing)
     assert graphed["val_top1"] == eager["val_top1"] and graphed["train_loss"] == eager["train_loss"]
     assert read_metrics(tmp_path / "graphed")[0]["val_loss"] == read_metrics(tmp_path / "eager")[0]["val_loss"]
+
+
+def test_asking_for_graphs_without_a_gpu_fails_before_anything_is_read_or_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet20", "--data", str(tmp_path / "no-such-data"), "--out", str(out)]
+    assert main([*argv, "--cuda-graphs"]) == 2
+    assert "--cuda-graphs needs a CUDA device" in capsys.readouterr().err  # not the missing data
+    assert not out.exists()

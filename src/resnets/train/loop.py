@@ -556,6 +556,7 @@ def train(
     torch_device = resolve_device(device)
     dtype = resolve_precision(recipe.precision, torch_device)
     ranks = Distributed.setup(torch_device)
+    cuda_graphs_pay(recipe.cuda_graphs, torch_device, ranks.world_size)  # an impossible ask fails before data is read
     # One process trains a folder at a time (rank 0 speaks for a torchrun job).
     with folder.training() if ranks.is_main else contextlib.nullcontext():
         torch.manual_seed(recipe.seed)

@@ -134,6 +134,7 @@ class Recipe:
             ("val_fraction", self.val_fraction, 0 <= self.val_fraction < 1, "must be in [0, 1)"),
             ("eval_every", self.eval_every, self.eval_every >= 0, "must be >= 0"),
             ("log_every", self.log_every, self.log_every >= 0, "must be >= 0"),
+            ("cuda_graphs", self.cuda_graphs, not (self.cuda_graphs and self.compile), "not with --compile"),
         ):
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{_flag(name)} {value!r}: must be a finite number")
