@@ -104,6 +104,29 @@ def test_a_student_learns_from_the_teacher_and_records_it(tmp_path, teacher_file
     assert plot_run(taught).stat().st_size > 10_000  # drawn with its cross-entropy beside the objective
 
 
+def test_several_teachers_teach_as_the_mean_of_their_logits(tmp_path, teacher_file):
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    kw = dict(classes=classes, mean=(0.5,) * 3, std=(0.25,) * 3, image_size=32)
+    trained, shipped = load_teacher(str(teacher_file), **kw), load_teacher("resnet20", **kw)
+    ensemble = load_teacher(f"{teacher_file}, resnet20", **kw)
+    images = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(ensemble(images), (trained(images) + shipped(images)) / 2)
+    assert ensemble.description == f"the mean of resnet20 from {teacher_file}, resnet20 (shipped weights)"
+    # Its fingerprint covers every member: a resumed run notices any one of them changed.
+    assert ensemble.sha256 not in (trained.sha256, shipped.sha256)
+    assert load_teacher(f"resnet20,{teacher_file}", **kw).sha256 != ensemble.sha256
+    for spec, message in (("resnet20,,resnet56", "an empty name between commas"), ("resnet20,resnet20", "twice")):
+        with pytest.raises(ValueError, match=message):
+            load_teacher(spec, **kw)
+    # A run taught by the ensemble records it, and learns otherwise than from either member alone.
+    taught = run(tmp_path, "ensemble", teacher=f"{teacher_file},resnet20")
+    alone = run(tmp_path, "alone", teacher=str(teacher_file))
+    config = json.loads((taught / "config.json").read_text())
+    assert config["teacher"].startswith("the mean of resnet20 from")
+    assert config["teacher_sha256"] == load_teacher(f"{teacher_file},resnet20", **kw).sha256
+    assert read_metrics(taught)[-1]["train_loss"] != pytest.approx(read_metrics(alone)[-1]["train_loss"], rel=1e-4)
+
+
 def test_a_teacher_that_does_not_fit_is_refused_in_one_line(tmp_path, teacher_file, capsys):
     train_cli = ["train", "--model", "resnet20", "--set", "depth=8", "--data", str(SAMPLE), "--epochs", "1"]
     for teacher, message in (

@@ -1,6 +1,9 @@
 """Knowledge distillation (Hinton, Vinyals and Dean, 2015): the student learns the labels and, beside them, a trained
 teacher's outputs softened by a temperature. A small net taught by a deeper one beats the same net trained alone.
 
+Several trained nets may teach together (`--teacher resnet32,resnet44,resnet56`): the student follows the mean of
+their logits, a stronger teacher than any one of them.
+
 Example:
     >>> teacher = load_teacher("runs/r56/model.safetensors", classes=classes, mean=mean, std=std, image_size=32)
     >>> loss = DistillationLoss(weight=0.9, temperature=4.0)(student(x), labels, teacher(x))
@@ -8,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +49,23 @@ class TeacherNet(nn.Module):
         return self.net(images * self.scale + self.shift)
 
 
+class TeacherEnsemble(nn.Module):
+    """Several teachers answering as one: the mean of their logits (each reads the student's batches through its own
+    normalization). An ensemble is a stronger teacher than any of its members, and its members may be the student's
+    own net: distilling a net from an ensemble that holds it still helps (Furlanello et al., 2018)."""
+
+    def __init__(self, members: Sequence[TeacherNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.description = "the mean of " + ", ".join(member.description for member in members)
+        # One fingerprint for the whole set: a resumed run refuses it if any member's weights changed.
+        self.sha256 = hashlib.sha256(",".join(member.sha256 for member in members).encode()).hexdigest()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(images) for member in self.members]).mean(0)
+
+
 def load_teacher(
     spec: str,
     *,
@@ -52,14 +73,36 @@ def load_teacher(
     mean: Sequence[float],
     std: Sequence[float],
     image_size: int,
-) -> TeacherNet:
+) -> TeacherNet | TeacherEnsemble:
     """The teacher named by `--teacher`: a weights file that `resnets train` wrote (the net named in its metadata),
-    the run folder that holds one, or a registry name whose shipped weights are used. It must know the student's
-    classes, in the same order, and take images of the same size.
+    the run folder that holds one, or a registry name whose shipped weights are used; several, comma-separated, teach
+    as one (the mean of their logits). Each must know the student's classes, in the same order, and take images of the
+    same size.
 
     Example:
-        >>> load_teacher("resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32).description
+        >>> load_teacher("resnet32,resnet44,resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32)
     """
+    specs = [part.strip() for part in spec.split(",")]
+    if len(specs) == 1:
+        return _load_one_teacher(spec, classes=classes, mean=mean, std=std, image_size=image_size)
+    if not all(specs):
+        raise ValueError(f"--teacher {spec}: an empty name between commas")
+    if len(set(specs)) < len(specs):
+        raise ValueError(f"--teacher {spec}: names a teacher twice")
+    kw = dict(classes=classes, mean=mean, std=std, image_size=image_size)
+    return TeacherEnsemble([_load_one_teacher(part, **kw) for part in specs])
+
+
+def _load_one_teacher(
+    spec: str,
+    *,
+    classes: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    image_size: int,
+) -> TeacherNet:
+    """One teacher: a weights file that `resnets train` wrote (the net named in its metadata), the run folder that
+    holds one, or a registry name whose shipped weights are used."""
     path = Path(spec)
     if path.is_dir():
         path = RunFolder(path).model_path

@@ -38,7 +38,7 @@ from resnets.hardware import can_compile, describe_device, resolve_device, resol
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.cuda_graphs import GraphedForward, cuda_graphs_pay
-from resnets.train.distill import DistillationLoss, TeacherNet, load_teacher
+from resnets.train.distill import DistillationLoss, TeacherEnsemble, TeacherNet, load_teacher
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
 from resnets.train.run_folder import RunFolder, hardware_history
@@ -328,7 +328,7 @@ class Trainer:
             std=tuple(data.std),
         )
 
-    def _load_teacher(self) -> TeacherNet:
+    def _load_teacher(self) -> TeacherNet | TeacherEnsemble:
         data = self.data
         teacher = load_teacher(
             self.recipe.teacher,

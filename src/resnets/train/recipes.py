@@ -89,7 +89,7 @@ class Recipe:
     warmup_min_depth: int = 0  # ... only for nets at least this deep (the paper's 110-layer trick)
     label_smoothing: float = 0.0  # share of the target spread over all classes
     ema_decay: float = 0.0  # also keep an exponential moving average of the weights, evaluated and saved; 0 = off
-    teacher: str = ""  # distil from this trained net: a weights file, or a net with shipped weights; "" = off
+    teacher: str = ""  # distil from a trained net (a file, or a shipped net's name); a,b,c: their mean logits; "" = off
     distill_weight: float = 0.9  # with --teacher: the loss's share that follows the teacher's softened outputs
     distill_temperature: float = 4.0  # with --teacher: both nets' outputs are softened by it (Hinton et al.)
     augment: Augment = Augment.AUTO  # auto | cifar (pad 4, crop, flip) | imagenet (random-resized crop, flip) | none
