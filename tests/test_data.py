@@ -131,6 +131,20 @@ def test_pad_crop_flip_takes_a_crop_of_the_padded_image():
     assert 0 < flips < 16
 
 
+def test_pad_crop_flip_follows_its_draws_so_that_runs_resume_on_the_same_batches():
+    # Runs in progress resume across versions: the crop at (dy, dx) and the flip must stay the generator's draws,
+    # in this order, whatever way the crops are cut.
+    images = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
+    out = pad_crop_flip(images, torch.Generator().manual_seed(7))
+    draws = torch.Generator().manual_seed(7)
+    dy, dx = torch.randint(0, 9, (32,), generator=draws), torch.randint(0, 9, (32,), generator=draws)
+    flip = torch.rand(32, generator=draws) < 0.5
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for i in range(32):
+        crop = padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
+        assert torch.equal(out[i], crop.flip(2) if flip[i] else crop)
+
+
 def test_cutout_hides_one_square_per_image_at_the_mean_colour():
     images = torch.randn(64, 3, 32, 32).abs() + 1  # nothing is 0 before
     out = cutout(images, 16, torch.Generator().manual_seed(0))
