@@ -258,11 +258,17 @@ def convert_to(tmp_path: Path, model: torch.nn.Module) -> Path:
     return convert(tmp_path / "src.pth", tmp_path / "shipped.safetensors", "resnet20")
 
 
+@pytest.fixture(scope="module")
+def decoded_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("decoded")  # the archive is decoded once for every shipped file's evaluation
+
+
 @pytest.mark.parametrize("name", sorted(pretrained_module.PRETRAINED))
-def test_each_shipped_file_reproduces_its_recorded_accuracy(name, capsys):
+def test_each_shipped_file_reproduces_its_recorded_accuracy(name, capsys, decoded_cache):
     full = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
     spec = pretrained_module.PRETRAINED[name]
     argv = ["eval", "--model", name, "--pretrained", "--data", str(full), "--split", "val", "--flip", "--json"]
+    argv += ["--cache-dir", str(decoded_cache)]
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert metrics["n"] == 5000

@@ -257,7 +257,7 @@ def _predictor(args: argparse.Namespace):
 
 def cmd_eval(args: argparse.Namespace) -> None:
     metrics = _predictor(args).evaluate_data(
-        args.data, split=args.split, flip=args.flip, skip_bad_images=args.skip_bad_images
+        args.data, split=args.split, flip=args.flip, skip_bad_images=args.skip_bad_images, cache_dir=args.cache_dir
     )
     if args.json:
         print(json.dumps(metrics))
@@ -463,6 +463,7 @@ def _eval_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--skip-bad-images", action="store_true", help="leave out unreadable images (each is named), and go on"
     )
+    command.add_argument("--cache-dir", default=CACHE_DIR, help="decoded-image cache (shared with train)")
     _fast_flag(command)
 
 

@@ -164,16 +164,18 @@ class Predictor:
         flip: bool = False,
         val_fraction: float = 0.1,
         skip_bad_images: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> dict[str, float]:
         """Top-1/top-5 on a dataset: its val/test part, the fixed training hold-out (`val`), or all of it.
         Unreadable images stop it with their name, or, with `skip_bad_images`, are left out (`n` counts the rest).
+        With `cache_dir` the decoded images are kept there, as training keeps them, for the next evaluation.
 
         Example:
             >>> predictor.evaluate_data("cifar10-test/", flip=True)["top1"]
         """
         if split not in ("auto", "val", "all"):
             raise ValueError(f"split {split!r} is not one of auto, val, all")
-        train_set, val_set = load_dataset(data, skip_bad_images=skip_bad_images)
+        train_set, val_set = load_dataset(data, cache_dir=cache_dir, skip_bad_images=skip_bad_images)
         skipped = train_set.skipped + (val_set.skipped if val_set is not None else 0)
         if skipped:
             warnings.warn(f"{data}: left out {skipped} unreadable image{'s' * (skipped != 1)}", stacklevel=2)
