@@ -82,14 +82,14 @@ def load_teacher(
     Example:
         >>> load_teacher("resnet32,resnet44,resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32)
     """
+    kw = dict(classes=classes, mean=mean, std=std, image_size=image_size)
     specs = [part.strip() for part in spec.split(",")]
     if len(specs) == 1:
-        return _load_one_teacher(spec, classes=classes, mean=mean, std=std, image_size=image_size)
+        return _load_one_teacher(spec, **kw)
     if not all(specs):
         raise ValueError(f"--teacher {spec}: an empty name between commas")
     if len(set(specs)) < len(specs):
         raise ValueError(f"--teacher {spec}: names a teacher twice")
-    kw = dict(classes=classes, mean=mean, std=std, image_size=image_size)
     return TeacherEnsemble([_load_one_teacher(part, **kw) for part in specs])
 
 
