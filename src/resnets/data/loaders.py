@@ -53,7 +53,7 @@ def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
     flip = (torch.rand(n, generator=generator) < 0.5).to(device)
-    # Every crop is a window of the padded image: index the windows' view, not each pixel (3x faster on CPU).
+    # Every crop is a window of the padded image: one index per image into the windows' view, not one per pixel.
     windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (n, channels, 2p + 1, 2p + 1, h, w), no copy
     crops = windows[torch.arange(n, device=device), :, dy, dx]
     return torch.where(flip[:, None, None, None], crops.flip(3), crops)
