@@ -11,6 +11,11 @@ ratios (each round's two timings a minute or two apart, so that a shared machine
 both), and the rounds' lowest and highest ratios follow it.
 
 Usage: python benchmarks/train_throughput.py [--rounds 3] [--steps 30] [--skip-resnet50] [--eager] [--device cuda]
+       [--distill]
+
+--distill adds a line for a distilled step (resnet20 taught by the shipped resnet56): our engine with the teacher
+served as int8 inference models against the same engine running the teacher as it runs the student (compiled, bf16
+where native). Both are `resnets train`; the plain loop has no teacher to compare with.
 
 On a GPU (`--device cuda`) the plain loop moves each batch from the DataLoader to the device (pinned, non-blocking)
 and runs fp32; ours keeps the uint8 training set on the GPU and augments it there, in bf16, and replays each step's
@@ -137,14 +142,16 @@ def make_large_folder(root: Path, per_class: int = 48, size: int = 256) -> Path:
     return root
 
 
-def compare(name: str, run_plain, run_ours, rounds: int) -> None:
+def compare(
+    name: str, run_plain, run_ours, rounds: int, labels: tuple[str, str] = ("plain loop", "resnets train")
+) -> None:
     plain, ours = [], []
     for _ in range(rounds):
         plain.append(run_plain())
         ours.append(run_ours())
     ratios = [o / p for p, o in zip(plain, ours, strict=True)]
     print(
-        f"{name:<28} plain loop {statistics.median(plain):7.1f} img/s   resnets train {statistics.median(ours):7.1f} "
+        f"{name:<28} {labels[0]} {statistics.median(plain):7.1f} img/s   {labels[1]} {statistics.median(ours):7.1f} "
         f"img/s   ratio {statistics.median(ratios):4.2f}x (rounds {min(ratios):.2f} to {max(ratios):.2f})"
     )
 
@@ -156,6 +163,7 @@ def main() -> None:
     parser.add_argument("--skip-resnet50", action="store_true")
     parser.add_argument("--eager", action="store_true", help="ours without compiling or CUDA graphs")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (both loops run there)")
+    parser.add_argument("--distill", action="store_true", help="also time a distilled step: int8 teacher vs not")
     args = parser.parse_args()
     # Each round writes checkpoints (about 1 GB in all with resnet50): the folder goes when the benchmark ends.
     with tempfile.TemporaryDirectory() as workdir:
@@ -191,6 +199,16 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         lambda: engine("resnet20", cifar, args.steps, workdir, not args.eager, device),
         args.rounds,
     )
+    if args.distill:
+        compare(
+            "resnet20 taught by resnet56",
+            lambda: engine(
+                "resnet20", cifar, args.steps, workdir, True, device, teacher="resnet56", teacher_int8=False
+            ),
+            lambda: engine("resnet20", cifar, args.steps, workdir, True, device, teacher="resnet56", teacher_int8=True),
+            args.rounds,
+            labels=("teacher as the student", "teacher int8"),
+        )
     if not args.skip_resnet50:
         steps = max(8, args.steps // 3)
         # Enough images for every step to fall in the first epoch (10% held out): 4 classes, 16 a batch.

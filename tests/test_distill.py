@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,13 +13,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from resnets.cli import main
+from resnets.data import load_dataset
+from resnets.data.loaders import normalize
 from resnets.models import create_model
 from resnets.train import get_recipe, train
-from resnets.train.distill import DistillationLoss, load_teacher
+from resnets.train.distill import DistillationLoss, int8_teacher, int8_teacher_pays, load_teacher
 from resnets.train.plots import plot_run, read_metrics
 from resnets.train.run_folder import RunFolderError
 from resnets.weights import read_state_dict
-from resnets.weights.pretrained import sha256_of
+from resnets.weights.pretrained import load_trained, pretrained_for, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "cifar10-sample.tar.gz"
@@ -186,3 +189,47 @@ def test_a_distilled_run_refuses_to_resume_with_a_changed_teacher(tmp_path, teac
     with pytest.raises(RunFolderError, match="distilled from a teacher whose weights have changed since"):
         train("resnet20", SAMPLE, tmp_path / "run", recipe, resume=True, **kwargs)
     assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
+
+
+def test_an_int8_teacher_softens_as_its_fp32_self():
+    _, card = load_trained(pretrained_for("resnet56").path, "resnet56")
+    images = normalize(load_dataset(SAMPLE)[0].images[:512], card.mean, card.std).float()
+    kw = dict(classes=card.classes, mean=card.mean, std=card.std, image_size=32)
+    teacher, ensemble = load_teacher("resnet56", **kw), load_teacher("resnet56,resnet32", **kw)
+    teach, served_by = int8_teacher(teacher, images[:256])
+    assert served_by in ("int8 (onnxruntime)", "int8 (openvino)")
+    # On images it was not calibrated on, its softened outputs (T = 4, as trained) are the fp32 teacher's to within
+    # a few thousandths of the distillation term, which is near 2 in training; its answers agree.
+    held_out = images[256:]
+    exact, quantized = teacher(held_out), teach(held_out)
+    soft_gap = 16 * F.kl_div(F.log_softmax(quantized / 4, 1), F.log_softmax(exact / 4, 1), reduction="batchmean",
+                             log_target=True)  # fmt: skip
+    assert soft_gap.item() < 0.05
+    assert (quantized.argmax(1) == exact.argmax(1)).float().mean() >= 0.97
+    # An ensemble is quantized member by member, each reading the batch through its own normalization.
+    teach_both, _ = int8_teacher(ensemble, images[:256])
+    assert (teach_both(held_out).argmax(1) == ensemble(held_out).argmax(1)).float().mean() >= 0.97
+
+
+def test_int8_teaching_is_chosen_for_long_cpu_runs_and_recorded_in_each_stretch(tmp_path, teacher_file, monkeypatch):
+    monkeypatch.setattr("resnets.train.distill.cpu_has_vnni", lambda: True)
+    assert int8_teacher_pays(None, torch.device("cpu"), compiled=True)
+    assert not int8_teacher_pays(None, torch.device("cpu"), compiled=False)  # a short run: quantizing would not pay
+    assert not int8_teacher_pays(None, torch.device("cuda"), compiled=True)
+    monkeypatch.setattr("resnets.train.distill.cpu_has_vnni", lambda: False)  # AVX2: int8 sums through 16 bits
+    assert not int8_teacher_pays(None, torch.device("cpu"), compiled=True)
+    assert int8_teacher_pays(True, torch.device("cpu"), compiled=False)
+    with pytest.raises(ValueError, match="serves the teacher on the CPU"):
+        int8_teacher_pays(True, torch.device("cuda"), compiled=True)
+    # A run that goes on with an int8 teacher records the change as a new stretch, from the step it resumed at.
+    kwargs = dict(model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
+    out = tmp_path / "run"
+    first = tiny_recipe(epochs=2, teacher=str(teacher_file), teacher_int8=False)
+    assert train("resnet20", SAMPLE, out, first, stop_after_steps=7, **kwargs)["stopped"]
+    train("resnet20", SAMPLE, out, dataclasses.replace(first, teacher_int8=True), resume=True, **kwargs)
+    config = json.loads((out / "config.json").read_text())
+    stretches = [(s["from_step"], s["teacher_served_by"]) for s in config["trained_on"]]
+    assert stretches[0] == (0, f"{config['trained_on'][0]['precision']} (torch)")
+    assert stretches[1][0] == 7 and stretches[1][1].startswith("int8 (")
+    assert config["teacher_served_by"] == stretches[1][1]
+    assert read_metrics(out)[-1]["val_top1"] > 0

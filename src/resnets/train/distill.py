@@ -4,6 +4,9 @@ teacher's outputs softened by a temperature. A small net taught by a deeper one 
 Several trained nets may teach together (`--teacher resnet32,resnet44,resnet56`): the student follows the mean of
 their logits, a stronger teacher than any one of them.
 
+On a CPU with int8 dot products (VNNI) a long run serves its teacher as int8 inference models (`--teacher-int8`):
+the teacher's forward pass is about half of a distilled step, and it is the half that needs no gradients.
+
 Example:
     >>> teacher = load_teacher("runs/r56/model.safetensors", classes=classes, mean=mean, std=std, image_size=32)
     >>> loss = DistillationLoss(weight=0.9, temperature=4.0)(student(x), labels, teacher(x))
@@ -12,13 +15,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnets.hardware import cpu_has_vnni
 from resnets.models import fold_batchnorm
 from resnets.train.run_folder import RunFolder
 from resnets.weights.pretrained import PRETRAINED, load_trained, pretrained_for, sha256_of
@@ -46,7 +51,11 @@ class TeacherNet(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images * self.scale + self.shift)
+        return self.net(self.renormalize(images))
+
+    def renormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """The student's normalized images as the teacher was trained to read them."""
+        return images * self.scale + self.shift
 
 
 class TeacherEnsemble(nn.Module):
@@ -64,6 +73,46 @@ class TeacherEnsemble(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(images) for member in self.members]).mean(0)
+
+
+def int8_teacher_pays(asked: bool | None, device: torch.device, compiled: bool) -> bool:
+    """Whether to serve the teacher as int8: as asked, or (unset) in a CPU run long enough to compile, where the CPU
+    has VNNI (on AVX2 alone int8 sums go through 16 bits) and ONNX Runtime is installed.
+
+    Example:
+        >>> int8_teacher_pays(None, torch.device("cuda"), compiled=True)
+        False
+    """
+    if asked is not None:
+        if asked and device.type != "cpu":
+            raise ValueError(f"--teacher-int8 serves the teacher on the CPU, not on {device.type}")
+        return asked
+    has_runtime = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+    return device.type == "cpu" and compiled and cpu_has_vnni() and has_runtime
+
+
+def int8_teacher(
+    teacher: TeacherNet | TeacherEnsemble, calibration: torch.Tensor
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """The teacher as int8 inference models, each calibrated on `calibration` (a few hundred of the student's
+    normalized training images) and served by the runtime that runs it fastest here; and, in words, what serves it.
+    Its softened outputs stay close to the fp32 teacher's (tests/test_distill.py bounds the gap for resnet56).
+
+    Example:
+        >>> teach, served_by = int8_teacher(load_teacher("resnet56", **student), images[:256])
+    """
+    from resnets.deploy.optimize import optimize_for_inference  # deploy reads trained runs: imported where used
+
+    members = list(teacher.members) if isinstance(teacher, TeacherEnsemble) else [teacher]
+    served = [
+        (member, optimize_for_inference(member.net, "int8", calibration=member.renormalize(calibration)))
+        for member in members
+    ]
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([fast(member.renormalize(images)) for member, fast in served]).mean(0).to(images.device)
+
+    return run, "int8 (" + ", ".join(sorted({fast.runtime for _, fast in served})) + ")"
 
 
 def load_teacher(

@@ -38,7 +38,14 @@ from resnets.hardware import can_compile, describe_device, resolve_device, resol
 from resnets.models import create_model, get_entry
 from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 from resnets.train.cuda_graphs import GraphedForward, cuda_graphs_pay
-from resnets.train.distill import DistillationLoss, TeacherEnsemble, TeacherNet, load_teacher
+from resnets.train.distill import (
+    DistillationLoss,
+    TeacherEnsemble,
+    TeacherNet,
+    int8_teacher,
+    int8_teacher_pays,
+    load_teacher,
+)
 from resnets.train.evaluate import evaluate
 from resnets.train.recipes import Augment, Recipe
 from resnets.train.run_folder import RunFolder, hardware_history
@@ -137,7 +144,10 @@ def _stretches(previous_config: Path | None, run_info: dict, step: int) -> list[
     if previous_config is not None and previous_config.exists():
         earlier = hardware_history(json.loads(previous_config.read_text()))
     current = {"device": run_info["device"], "precision": run_info["precision"], "from_step": step}
-    if earlier and (earlier[-1]["device"], earlier[-1]["precision"]) == (current["device"], current["precision"]):
+    if "teacher_served_by" in run_info:  # an int8 teacher's softened outputs differ slightly from a bf16 one's
+        current["teacher_served_by"] = run_info["teacher_served_by"]
+    kept = ("device", "precision", "teacher_served_by")
+    if earlier and all(earlier[-1].get(key) == current.get(key) for key in kept):
         return earlier
     return [*earlier, current]
 
@@ -310,8 +320,7 @@ class Trainer:
         self.forward = torch.compile(self.wrapped, dynamic=False) if self.compiled else self.wrapped
         if self.graphed:
             self.forward = GraphedForward(self.wrapped, required=bool(recipe.cuda_graphs))
-        compile_teacher = self.compiled and self.teacher is not None
-        self.teach = torch.compile(self.teacher, dynamic=False) if compile_teacher else self.teacher
+        self.teach, self.teacher_served_by = self._teacher_runner()
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.progress = Progress()
         self.window = Window(device)
@@ -338,6 +347,27 @@ class Trainer:
             image_size=data.image_size,
         )
         return teacher.to(self.device, memory_format=self.memory_format)
+
+    def _teacher_runner(self) -> tuple[Any, str]:
+        """How the teacher answers, and in words: int8 inference models where that pays or is asked for, else
+        compiled as the student is, else as it is."""
+        if self.teacher is None:
+            return None, ""
+        if int8_teacher_pays(self.recipe.teacher_int8, self.device, self.compiled):
+            return int8_teacher(self.teacher, self._calibration_images())
+        precision = str(self.dtype).replace("torch.", "")
+        if self.compiled:
+            return torch.compile(self.teacher, dynamic=False), f"{precision} (torch compiled)"
+        return self.teacher, f"{precision} (torch)"
+
+    def _calibration_images(self, count: int = 256) -> torch.Tensor:
+        """The first training batches, augmented as the teacher will see them, for int8 calibration."""
+        batches = []
+        for images, _ in self.data.train_batches.epoch(0):
+            batches.append(images.cpu().float())
+            if sum(map(len, batches)) >= count:
+                break
+        return torch.cat(batches)[:count]
 
     def resume(self) -> None:
         state = load_checkpoint(self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, self.ema)
@@ -384,7 +414,9 @@ class Trainer:
             if not self.compiled or self.recipe.compile is not None:
                 raise
             warnings.warn(f"torch.compile failed, training eagerly instead: {first_line(error, 200)}", stacklevel=2)
-            self.compiled, self.forward, self.teach = False, self.wrapped, self.teacher
+            self.compiled, self.forward = False, self.wrapped
+            if self.teacher_served_by.endswith("(torch compiled)"):
+                self.teach = self.teacher
             return self._forward(images)
 
     def validate(self, *, flip: bool) -> dict[str, float]:
@@ -684,6 +716,7 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
     if trainer.teacher is not None:
         run_info["teacher"] = trainer.teacher.description
         run_info["teacher_sha256"] = trainer.teacher.sha256
+        run_info["teacher_served_by"] = trainer.teacher_served_by
     run_info["trained_on"] = _stretches(folder.config_path if resume else None, run_info, trainer.progress.step)
     trainer.trained_on, trainer.command = run_info["trained_on"], run_info["command"]
     if not trainer.ranks.is_main:
@@ -695,7 +728,7 @@ def _write_config(trainer: Trainer, run_info: dict[str, Any], resume: bool) -> N
         f"{run_info['device']}"
     )
     if trainer.teacher is not None:
-        print(f"distilling from {trainer.teacher.description}")
+        print(f"distilling from {trainer.teacher.description}, served in {trainer.teacher_served_by}")
     if data.skipped:
         print(f"skipped {data.skipped} unreadable image{'s' if data.skipped != 1 else ''} (--skip-bad-images)")
     graphs = ", CUDA graphs" if trainer.graphed else ""

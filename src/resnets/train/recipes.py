@@ -92,6 +92,7 @@ class Recipe:
     teacher: str = ""  # distil from a trained net (a file, or a shipped net's name); a,b,c: their mean logits; "" = off
     distill_weight: float = 0.9  # with --teacher: the loss's share that follows the teacher's softened outputs
     distill_temperature: float = 4.0  # with --teacher: both nets' outputs are softened by it (Hinton et al.)
+    teacher_int8: bool | None = None  # with --teacher: serve it as int8 (CPU); unset: in compiled runs on VNNI CPUs
     augment: Augment = Augment.AUTO  # auto | cifar (pad 4, crop, flip) | imagenet (random-resized crop, flip) | none
     cutout: int = 0  # also hide a square of this side at a random spot of each training image (16 on CIFAR); 0 = off
     image_size: int = 0  # 0 = the model's natural input size
