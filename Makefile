@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BASE := $(VENV)/.installed-base
 TEST := $(VENV)/.installed-test
+# One pytest-xdist worker per core, each test file kept on one worker (its module fixtures are built once); the
+# workers split the threads between them (tests/conftest.py). On two cores this halves the suite's time.
+PARALLEL := -n auto --dist loadfile
 
 .PHONY: demo test test-cpu-kinds lint format clean
 
@@ -26,12 +29,12 @@ demo: $(BASE)
 test: $(TEST)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL)
 
 # The suite as each CPU kind we run on would see it (resnets.hardware reports that kind's flags; the kernels still
 # run on this CPU): what would fail on another machine fails here first.
 test-cpu-kinds: $(TEST)
-	for kind in avx2 avx512-bf16 amx; do $(PY) -m pytest -q --cpu-kind $$kind || exit 1; done
+	for kind in avx2 avx512-bf16 amx; do $(PY) -m pytest -q $(PARALLEL) --cpu-kind $$kind || exit 1; done
 
 lint: $(TEST)
 	$(PY) -m ruff check src tests benchmarks

@@ -4,9 +4,11 @@ rows, the OpenVINO precision hint) is the one made there. The kernels still run 
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
+import torch
 
 from resnets import hardware
 
@@ -20,6 +22,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="native",
         help="simulate the CPU flags of this kind (default: the CPU at hand)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs two workers), each worker gets its share of the cores: two workers of
+    two threads each on two cores would spend their time preempting each other inside every convolution. The child
+    processes that tests start (the CLI, DDP ranks) inherit the share through OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
