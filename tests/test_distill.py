@@ -17,7 +17,7 @@ from resnets.data import load_dataset
 from resnets.data.loaders import normalize
 from resnets.models import create_model
 from resnets.train import get_recipe, train
-from resnets.train.distill import DistillationLoss, int8_teacher, int8_teacher_pays, load_teacher
+from resnets.train.distill import DistillationLoss, int8_teacher_pays, load_teacher, served_teacher
 from resnets.train.plots import plot_run, read_metrics
 from resnets.train.run_folder import RunFolderError
 from resnets.weights import read_state_dict
@@ -196,7 +196,7 @@ def test_an_int8_teacher_softens_as_its_fp32_self():
     images = normalize(load_dataset(SAMPLE)[0].images[:512], card.mean, card.std).float()
     kw = dict(classes=card.classes, mean=card.mean, std=card.std, image_size=32)
     teacher, ensemble = load_teacher("resnet56", **kw), load_teacher("resnet56,resnet32", **kw)
-    teach, served_by = int8_teacher(teacher, images[:256])
+    teach, served_by = served_teacher(teacher, images[:256])
     assert served_by in ("int8 (onnxruntime)", "int8 (openvino)")
     # On images it was not calibrated on, its softened outputs (T = 4, as trained) are the fp32 teacher's to within
     # a few thousandths of the distillation term, which is near 2 in training; its answers agree.
@@ -207,8 +207,27 @@ def test_an_int8_teacher_softens_as_its_fp32_self():
     assert soft_gap.item() < 0.05
     assert (quantized.argmax(1) == exact.argmax(1)).float().mean() >= 0.97
     # An ensemble is quantized member by member, each reading the batch through its own normalization.
-    teach_both, _ = int8_teacher(ensemble, images[:256])
+    teach_both, _ = served_teacher(ensemble, images[:256])
     assert (teach_both(held_out).argmax(1) == ensemble(held_out).argmax(1)).float().mean() >= 0.97
+
+
+def test_a_long_fp32_cpu_run_serves_its_teacher_through_the_fastest_fp32_runtime(tmp_path, teacher_file, monkeypatch):
+    monkeypatch.setattr("resnets.train.distill.cpu_has_vnni", lambda: False)  # AVX2 only: int8 does not pay
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)  # a long run's choice, not its cost
+    recipe = tiny_recipe(epochs=1, teacher=str(teacher_file), compile=True, precision="fp32")
+    out = tmp_path / "run"
+    train("resnet20", SAMPLE, out, recipe, model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    runtimes = ("torch eager", "torch compiled", "onnxruntime", "openvino")
+    assert config["teacher_served_by"] in [f"fp32 ({runtime})" for runtime in runtimes]
+    assert config["trained_on"][0]["teacher_served_by"] == config["teacher_served_by"]
+    # Whichever runtime serves it, the teacher answers as the module itself does.
+    card_kw = dict(classes=config["classes"], mean=config["mean"], std=config["std"], image_size=32)
+    teacher = load_teacher(str(teacher_file), **card_kw)
+    images = normalize(load_dataset(SAMPLE)[0].images[:64], config["mean"], config["std"]).float()
+    teach, served_by = served_teacher(teacher, images, dtype="fp32")
+    assert served_by.startswith("fp32 (")
+    torch.testing.assert_close(teach(images), teacher(images), rtol=0, atol=1e-4)
 
 
 def test_int8_teaching_is_chosen_for_long_cpu_runs_and_recorded_in_each_stretch(tmp_path, teacher_file, monkeypatch):

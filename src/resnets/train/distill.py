@@ -91,28 +91,30 @@ def int8_teacher_pays(asked: bool | None, device: torch.device, compiled: bool) 
     return device.type == "cpu" and compiled and cpu_has_vnni() and has_runtime
 
 
-def int8_teacher(
-    teacher: TeacherNet | TeacherEnsemble, calibration: torch.Tensor
+def served_teacher(
+    teacher: TeacherNet | TeacherEnsemble, calibration: torch.Tensor, *, dtype: str = "int8"
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """The teacher as int8 inference models, each calibrated on `calibration` (a few hundred of the student's
-    normalized training images) and served by the runtime that runs it fastest here; and, in words, what serves it.
-    Its softened outputs stay close to the fp32 teacher's (tests/test_distill.py bounds the gap for resnet56).
+    """The teacher as inference models at `dtype` (int8 or fp32), each served by the runtime that runs it fastest
+    here, checked and, for int8, calibrated on `calibration` (a few hundred of the student's normalized training
+    images); and, in words, what serves it. Its softened int8 outputs stay close to the fp32 teacher's
+    (tests/test_distill.py bounds the gap for resnet56). In fp32 this is for CPUs where int8 does not pay: on an
+    AVX2-only AMD Zen1 core OpenVINO ran resnet56 at 148 img/s where the compiled torch module ran 88.
 
     Example:
-        >>> teach, served_by = int8_teacher(load_teacher("resnet56", **student), images[:256])
+        >>> teach, served_by = served_teacher(load_teacher("resnet56", **student), images[:256])
     """
     from resnets.deploy.optimize import optimize_for_inference  # deploy reads trained runs: imported where used
 
     members = list(teacher.members) if isinstance(teacher, TeacherEnsemble) else [teacher]
     served = [
-        (member, optimize_for_inference(member.net, "int8", calibration=member.renormalize(calibration)))
+        (member, optimize_for_inference(member.net, dtype, calibration=member.renormalize(calibration)))
         for member in members
     ]
 
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.stack([fast(member.renormalize(images)) for member, fast in served]).mean(0).to(images.device)
 
-    return run, "int8 (" + ", ".join(sorted({fast.runtime for _, fast in served})) + ")"
+    return run, f"{dtype} (" + ", ".join(sorted({fast.runtime for _, fast in served})) + ")"
 
 
 def load_teacher(
