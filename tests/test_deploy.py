@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from resnets.cli import main
+from resnets.data import load_dataset
+from resnets.data.loaders import normalize
+from resnets.deploy import Predictor
 from resnets.models import create_model
 from resnets.weights import save_safetensors
 
@@ -59,3 +63,27 @@ def test_int8_onnx_export_is_checked_on_real_images(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["top1_agreement"] >= 0.95
     assert main([*xml, "--out", str(tmp_path / "int8.onnx")]) == 2
     assert "an OpenVINO IR is an .xml file" in capsys.readouterr().err
+
+
+def test_several_shipped_nets_answer_as_the_mean_of_their_logits(tmp_path, capsys):
+    sample = Path(__file__).resolve().parents[1] / "data" / "cifar10-sample.tar.gz"
+    both = Predictor.load("resnet20,resnet32", pretrained=True)
+    members = [Predictor.load(name, pretrained=True) for name in ("resnet20", "resnet32")]
+    pixels = load_dataset(sample)[0].images[:64]
+    expected = torch.stack([m.model(normalize(pixels, m.mean, m.std).float()) for m in members]).mean(0)
+    with torch.no_grad():
+        got = both.model(normalize(pixels, both.mean, both.std).float())
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)  # each member reads through its own statistics
+    argv = ["eval", "--model", "resnet20,resnet32", "--pretrained", "--data", str(sample), "--json"]
+    assert main([*argv, "--cache-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] > 0.5
+    # What serves or writes one net refuses several, in one line; so does a name without shipped weights.
+    export = ["export", "--model", "resnet20,resnet32", "--pretrained", "--format", "onnx"]
+    refused = [
+        ([*argv, "--fast", "fp32"], "serves one net, not an ensemble"),
+        ([*export, "--out", str(tmp_path / "e.onnx")], "one net, not an ensemble"),
+        ([*argv[:2], "resnet20,resnet1202", *argv[3:]], "model=resnet1202: neither"),
+    ]
+    for command, message in refused:
+        assert main(command) == 2
+        assert message in capsys.readouterr().err

@@ -47,6 +47,7 @@ Paddle .pdparams (paddle.vision names or Caffe-style names as in the original re
   resnets eval --model resnet20 --pretrained --data cifar10-test/ --json
   resnets eval --model resnet20 --weights runs/r20/model.safetensors --data cifar10-train-jpg.tar.gz --split val
   resnets eval --weights runs/r56 --data cifar10-train-jpg.tar.gz --split val   # the run's net; mid-run: its checkpoint
+  resnets eval --model resnet32,resnet44,resnet56 --pretrained --data DIR   # several shipped nets: their mean logits
 splits: auto (the data's val/test part, else all of it), val (the fixed stratified hold-out used in training), all""",
     "predict": """examples:
   resnets predict --model resnet20 --pretrained cat.png dog.jpg --topk 3
@@ -431,7 +432,9 @@ def _train_flags(command: argparse.ArgumentParser) -> None:
 def _trained_weights_flags(command: argparse.ArgumentParser) -> None:
     """Which trained net to run: eval, predict and export share these."""
     command.add_argument(
-        "--model", help="registered net (default with --weights: the net the file or run folder names)"
+        "--model",
+        help="registered net (default with --weights: the net the file or run folder names); with --pretrained, "
+        "several comma-separated answer as one (eval, predict): the mean of their logits",
     )
     source = command.add_mutually_exclusive_group(required=True)
     source.add_argument(

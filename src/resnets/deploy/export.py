@@ -24,6 +24,7 @@ from resnets.data import sample_images
 from resnets.deploy.optimize import onnxruntime_session, openvino_compile, write_onnx
 from resnets.deploy.predict import Predictor
 from resnets.hardware import Precision
+from resnets.models import ResNet
 
 FORMATS = ("onnx", "torchscript", "exported", "openvino")
 SUFFIXES = {
@@ -62,6 +63,8 @@ def export_model(
     named_for = next((other for other, suffixes in SUFFIXES.items() if out.suffix.lower() in suffixes), fmt)
     if named_for != fmt:  # a file that says .onnx but holds TorchScript misleads whoever loads it
         raise ValueError(f"--out {out}: that name says {named_for}, not {fmt}; name it {out.stem}{SUFFIXES[fmt][0]}")
+    if not isinstance(predictor.model, ResNet):
+        raise ValueError("export writes one net, not an ensemble: export each net on its own")
     model = predictor.model.eval()
     images = check_images(predictor, data=data)
     example = images[:2]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from resnets.data import (
     IMAGE_SUFFIXES,
@@ -40,9 +41,9 @@ PREDICT_BATCH = 64  # images a forward pass: enough to keep the kernels busy, fe
 
 @dataclasses.dataclass
 class Predictor:
-    """A model in eval mode plus its classes, input size and normalization."""
+    """A model in eval mode (or several answering as one) plus its classes, input size and normalization."""
 
-    model: ResNet
+    model: nn.Module
     classes: list[str]
     image_size: int
     mean: tuple[float, ...]
@@ -55,6 +56,8 @@ class Predictor:
         sample); returns a one-line description of the path chosen."""
         from resnets.deploy.optimize import optimize_for_inference
 
+        if not isinstance(self.model, ResNet):
+            raise ValueError("an optimized path serves one net, not an ensemble: evaluate several nets without it")
         images = sample_images(256, self.image_size, self.mean, self.std, calibration)
         fast = optimize_for_inference(self.model, dtype, images)
         self.runner = fast
@@ -75,11 +78,30 @@ class Predictor:
             raise ValueError("give exactly one of weights=PATH or pretrained=True")
         if pretrained and model_name is None:
             raise ValueError("pretrained=True needs model=NAME: which net's shipped weights to load")
+        if model_name is not None and "," in model_name:
+            return cls._ensemble(model_name, pretrained)
         path, recorded = (pretrained_for(model_name).path, None) if pretrained else weights_source(Path(weights))
         model, card = load_trained(path, model_name, recorded)
         predictor = cls(model.eval(), card.classes, card.image_size, card.mean, card.std)
         predictor.held_out_fraction = _recorded_val_fraction(card)
         return predictor
+
+    @classmethod
+    def _ensemble(cls, names: str, pretrained: bool) -> Predictor:
+        """Several shipped nets answering as one, the mean of their logits: the teacher `resnets train --teacher`
+        distils from, measured on its own. Preprocessing comes from the first; each net reads the batch through its
+        own normalization."""
+        from resnets.train.distill import load_teacher  # the ensemble is the distillation teacher's
+
+        if not pretrained:
+            raise ValueError(f"model={names!r}: several nets are evaluated from their shipped weights (pretrained)")
+        first = cls.load(names.split(",")[0].strip(), pretrained=True)
+        card = dict(classes=first.classes, mean=first.mean, std=first.std, image_size=first.image_size)
+        try:
+            ensemble = load_teacher(names, **card)
+        except ValueError as error:
+            raise ValueError(str(error).replace("--teacher ", "model=", 1)) from error
+        return dataclasses.replace(first, model=ensemble)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""
