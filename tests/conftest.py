@@ -35,6 +35,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(share)
 
 
+# The files that take longest, in that order: run first, so that under xdist no worker is left alone with one of them
+# at the end (collection order is alphabetical, which put tests/test_weights.py, the longest, last).
+LONGEST_FILES = ("test_weights.py", "test_train.py", "test_distill.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable: each file keeps its order
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     kind = config.getoption("--cpu-kind")
     suffix = "" if kind == "native" else f" [simulated flags: {kind}]"
