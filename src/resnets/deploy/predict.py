@@ -97,11 +97,7 @@ class Predictor:
             raise ValueError(f"model={names!r}: several nets are evaluated from their shipped weights (pretrained)")
         first = cls.load(names.split(",")[0].strip(), pretrained=True)
         card = dict(classes=first.classes, mean=first.mean, std=first.std, image_size=first.image_size)
-        try:
-            ensemble = load_teacher(names, **card)
-        except ValueError as error:
-            raise ValueError(str(error).replace("--teacher ", "model=", 1)) from error
-        return dataclasses.replace(first, model=ensemble)
+        return dataclasses.replace(first, model=load_teacher(names, **card, named_by="model="))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""

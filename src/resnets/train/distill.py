@@ -124,23 +124,24 @@ def load_teacher(
     mean: Sequence[float],
     std: Sequence[float],
     image_size: int,
+    named_by: str = "--teacher ",
 ) -> TeacherNet | TeacherEnsemble:
     """The teacher named by `--teacher`: a weights file that `resnets train` wrote (the net named in its metadata),
     the run folder that holds one, or a registry name whose shipped weights are used; several, comma-separated, teach
     as one (the mean of their logits). Each must know the student's classes, in the same order, and take images of the
-    same size.
+    same size. `named_by` starts each error: how the caller's user named the spec.
 
     Example:
         >>> load_teacher("resnet32,resnet44,resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32)
     """
-    kw = dict(classes=classes, mean=mean, std=std, image_size=image_size)
+    kw = dict(classes=classes, mean=mean, std=std, image_size=image_size, named_by=named_by)
     specs = [part.strip() for part in spec.split(",")]
     if len(specs) == 1:
         return _load_one_teacher(spec, **kw)
     if not all(specs):
-        raise ValueError(f"--teacher {spec}: an empty name between commas")
+        raise ValueError(f"{named_by}{spec}: an empty name between commas")
     if len(set(specs)) < len(specs):
-        raise ValueError(f"--teacher {spec}: names a teacher twice")
+        raise ValueError(f"{named_by}{spec}: names a teacher twice")
     return TeacherEnsemble([_load_one_teacher(part, **kw) for part in specs])
 
 
@@ -151,6 +152,7 @@ def _load_one_teacher(
     mean: Sequence[float],
     std: Sequence[float],
     image_size: int,
+    named_by: str,
 ) -> TeacherNet:
     """One teacher: a weights file that `resnets train` wrote (the net named in its metadata), the run folder that
     holds one, or a registry name whose shipped weights are used."""
@@ -158,7 +160,7 @@ def _load_one_teacher(
     if path.is_dir():
         path = RunFolder(path).model_path
         if not path.is_file():
-            raise ValueError(f"--teacher {spec}: the folder holds no {path.name} (has that run finished?)")
+            raise ValueError(f"{named_by}{spec}: the folder holds no {path.name} (has that run finished?)")
     if path.is_file():
         model, card = load_trained(path)  # the net its metadata names
         origin, sha256 = f"{model.name} from {path}", sha256_of(path)
@@ -167,11 +169,11 @@ def _load_one_teacher(
         origin, sha256 = f"{spec} (shipped weights)", PRETRAINED[spec].sha256
     else:
         shipped = ", ".join(sorted(PRETRAINED))
-        raise ValueError(f"--teacher {spec}: neither a weights file nor a net with shipped weights ({shipped})")
+        raise ValueError(f"{named_by}{spec}: neither a weights file nor a net with shipped weights ({shipped})")
     if list(card.classes) != list(classes):
-        raise ValueError(f"--teacher {spec}: its classes {card.classes[:4]}… are not the data's, in order")
+        raise ValueError(f"{named_by}{spec}: its classes {card.classes[:4]}… are not the data's, in order")
     if card.image_size != image_size:
-        raise ValueError(f"--teacher {spec}: takes {card.image_size}px images, the student {image_size}px")
+        raise ValueError(f"{named_by}{spec}: takes {card.image_size}px images, the student {image_size}px")
     student_mean, student_std = torch.tensor(mean), torch.tensor(std)
     teacher_mean, teacher_std = torch.tensor(card.mean), torch.tensor(card.std)
     scale = student_std / teacher_std
