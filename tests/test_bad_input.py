@@ -624,3 +624,43 @@ def test_the_command_line_hints_at_flags_where_the_library_names_arguments(capsy
         __import__("resnets").create_model("resnet50", pretrained=True)
     assert main(["eval", "--model", "resnet50", "--pretrained", "--data", str(SAMPLE)]) == 2
     one_line_error(capsys, "no pretrained weights ship for 'resnet50'", "pass --weights PATH instead")
+
+
+def test_a_finished_run_that_goes_on_no_longer_stands_for_its_old_weights(tmp_path, finished_run, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    steps = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    resume = [*TRAIN, *TINY, "--data", str(SAMPLE), "--out", str(run), "--epochs", "2", "--resume"]
+    assert main([*resume, "--stop-after-steps", str(steps + 1)]) == 0
+    capsys.readouterr()
+    # stopped mid-extension: the 1-epoch weights are gone, so nothing reads them as the run's
+    assert not (run / "model.safetensors").exists()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+    assert main(["status", str(run)]) == 0
+    assert "stopped after epoch 1 of 2" in capsys.readouterr().out
+    assert main(resume) == 0
+    metadata = load_weights(create_model("resnet20", depth=8, num_classes=10), run / "model.safetensors")
+    assert metadata["steps"] == str(2 * steps)
+    capsys.readouterr()
+    assert main(["status", str(run)]) == 0
+    assert f"finished at step {2 * steps:,}" in capsys.readouterr().out
+
+
+def test_a_bad_image_is_named_without_a_flag_the_command_lacks_and_leaves_no_empty_folders(tmp_path, capsys):
+    data = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (data / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((32, 32, 3), i * 10, np.uint8)).save(data / name / f"{i}.png")
+    (data / "cat" / "0.png").write_bytes(b"not an image")
+    export = ["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--out", str(tmp_path / "r.onnx")]
+    assert run([*export, "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cat/0.png: unreadable image" in err and "--skip-bad-images" not in err, err
+    assert not (tmp_path / "r.onnx").exists()
+    out = tmp_path / "results" / "new"
+    assert run(["reproduce", "depth", "--data", str(data), "--out", str(out), "--iterations", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cat/0.png: unreadable image" in err and "--skip-bad-images" not in err, err
+    assert sorted(tmp_path.iterdir()) == [data]  # results/new/depth and results/new/runs/... made, then taken away
+    assert run(["eval", "--model", "resnet20", "--pretrained", "--data", str(data)]) == 2
+    one_line_error(capsys, "cat/0.png: unreadable image", "(--skip-bad-images to go on without it)")

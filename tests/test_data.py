@@ -295,16 +295,24 @@ def test_cifar_pickles_test_batch_alone_is_an_evaluation_set(tmp_path):
 
     both = tmp_path / "cifar-10-batches-py"
     both.mkdir()
-    for name, content in (("batches.meta", meta), ("data_batch_1", batch(6)), ("test_batch", batch(4))):
+    training = [f"data_batch_{i}" for i in range(1, 6)]
+    for name, content in (("batches.meta", meta), *((name, batch(2)) for name in training), ("test_batch", batch(4))):
         (both / name).write_bytes(pickle.dumps(content))
     train, test = load_dataset(tmp_path)
-    assert (len(train), len(test), train.classes) == (6, 4, ["cat", "dog"])
-    (both / "data_batch_1").unlink()  # what `resnets eval --data` is given: the test batch alone
+    assert (len(train), len(test), train.classes) == (10, 4, ["cat", "dog"])
+    (both / "data_batch_3").unlink()  # one lost in a copy: never read in part
+    with pytest.raises(DataError, match="data_batch_3 missing"):
+        load_dataset(both)
+    for name in training:  # what `resnets eval --data` is given: the test batch alone
+        (both / name).unlink(missing_ok=True)
     alone, none = load_dataset(both)
     assert none is None and len(alone) == 4 and torch.equal(alone.images, test.images)
-    (both / "test_batch").rename(both / "data_batch_1")  # training batches alone: the caller holds some out
+    (both / "test_batch").unlink()
+    for name in training:  # training batches alone: the caller holds some out
+        (both / name).write_bytes(pickle.dumps(batch(2)))
     train, none = load_dataset(both)
-    assert none is None and len(train) == 4
-    (both / "data_batch_1").unlink()
+    assert none is None and len(train) == 10
+    for name in training:
+        (both / name).unlink()
     with pytest.raises(DataError, match="no images found"):  # a meta file alone: nothing to read
         load_dataset(both)

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -109,6 +110,25 @@ def make_folder(folder: str | os.PathLike) -> Path:
     except OSError as error:
         raise type(error)(f"{folder}: cannot be made: {_why_unwritable(folder, error)}") from None
     return folder
+
+
+def missing_folders(folder: str | os.PathLike) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first: what `make_folder` would make, and so
+    what a command that fails may take away again (`remove_if_empty`).
+
+    Example:
+        >>> missing_folders("results/new/depth")  # [Path('results/new/depth'), Path('results/new')]
+    """
+    folder = Path(folder)
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove each of `folders` (deepest first) that is empty: a failed command leaves no empty folders it made, and
+    never removes a file."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, or gone already
+            folder.rmdir()
 
 
 def file_in_the_way(folder: str | os.PathLike) -> Path | None:

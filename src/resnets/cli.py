@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from resnets.train.recipes import Recipe
 
-from resnets.errors import ResnetsError, first_line
+from resnets.errors import SKIP_HINT, ResnetsError, first_line
 
 EXAMPLES = {
     "models": """examples:
@@ -619,7 +619,9 @@ API_HINTS = {
 }
 
 
-def _as_flags(message: str) -> str:
+def _as_flags(message: str, args: argparse.Namespace) -> str:
+    if not hasattr(args, "skip_bad_images"):  # a hint at a flag this command lacks would only mislead
+        message = message.replace(f" ({SKIP_HINT})", "")
     for argument, flag in API_HINTS.items():
         message = message.replace(argument, flag)
     return message
@@ -648,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
-        print(f"resnets {args.command}: error: {_as_flags(first_line(error))}", file=sys.stderr)
+        print(f"resnets {args.command}: error: {_as_flags(first_line(error), args)}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - anything unforeseen still gets one line, not a traceback
         message = first_line(error) if str(error).strip() else ""

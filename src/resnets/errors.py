@@ -1,5 +1,8 @@
 """The library's errors: each carries one line that says what is wrong and where."""
 
+# Ends an unreadable image's message; the command line names the flag instead, on the commands that have it.
+SKIP_HINT = "skip_bad_images=True to go on without it"
+
 
 class ResnetsError(Exception):
     """Base of every error the `resnets` command reports as one line with a non-zero exit."""

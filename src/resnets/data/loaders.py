@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnets.data.sources import SKIP_HINT, DataError, ImageSet, decode_image, load_dataset
+from resnets.data.sources import DataError, ImageSet, decode_image, load_dataset
+from resnets.errors import SKIP_HINT
 
 # torchvision's ImageNet normalization: the default for large images and for weights that carry none.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

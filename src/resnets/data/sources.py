@@ -27,13 +27,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from resnets.atomic import atomic_write
-from resnets.errors import ResnetsError, first_line
+from resnets.errors import SKIP_HINT, ResnetsError, first_line
 from resnets.safe_pickle import ArrayUnpickler
 
 # Folders that name a split rather than a class: train/, and val/ or test/ (the validation set).
 SPLIT_FOLDERS = ("train", "val", "test")
-# How an unreadable image can be passed over; the CLI shows it as its flag.
-SKIP_HINT = "skip_bad_images=True to go on without it"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SMALL_SIDE = 64  # images up to this side are decoded once into memory; larger ones stream through workers
 CACHE_LIMIT_BYTES = 2 * 2**30  # decoded sets kept beyond it are removed, least recently used first (CIFAR: 154 MB)
@@ -269,7 +267,10 @@ def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet | None]:
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
     if (root / "batches.meta").exists() or (root / "data_batch_1").exists():
-        train_files, test_files = sorted(root.glob("data_batch_*")), [root / "test_batch"]
+        train_files, test_files = [root / f"data_batch_{i}" for i in range(1, 6)], [root / "test_batch"]
+        missing = [f.name for f in train_files if not f.exists()]
+        if missing and len(missing) < len(train_files):  # a batch lost in a copy would train on part of the data
+            raise DataError(f"{root}: {', '.join(missing)} missing (CIFAR-10's training set is data_batch_1..5)")
         meta, label_key, names_key = load(root / "batches.meta"), "labels", "label_names"
     else:
         train_files, test_files = [root / "train"], [root / "test"]

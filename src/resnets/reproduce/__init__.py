@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 from types import ModuleType
 
-from resnets.atomic import make_folder
+from resnets.atomic import make_folder, missing_folders, remove_if_empty
 from resnets.reproduce import degradation, depth, v2_activations, v2_shortcuts
 from resnets.reproduce.runner import BUDGETS, Budget, copy_metrics, run_all, run_status, write_report
 
@@ -39,17 +39,22 @@ def reproduce(
     `OUT/<experiment>/results.md`, `OUT/<experiment>.png` and the raw metrics; returns the results.md path. With
     `seeds` > 1 each net is trained from that many seeds and the tables give the mean and its standard error."""
     module, chosen, iterations = _plan(experiment, budget, iterations)
+    made = missing_folders(Path(out) / experiment)
     folder = make_folder(Path(out) / experiment)  # before hours of training, not after them
-    results = run_all(
-        module.runs(chosen),
-        data,
-        runs_dir or Path(out) / "runs",
-        chosen,
-        iterations,
-        seeds=seeds,
-        device=device,
-        cache_dir=cache_dir,
-    )
+    try:
+        results = run_all(
+            module.runs(chosen),
+            data,
+            runs_dir or Path(out) / "runs",
+            chosen,
+            iterations,
+            seeds=seeds,
+            device=device,
+            cache_dir=cache_dir,
+        )
+    except BaseException:  # bad data, a stop: no empty folders left behind to puzzle over
+        remove_if_empty(made)
+        raise
     copy_metrics(results, folder)
     body = module.report(results, folder)
     words = ["resnets", "reproduce", experiment, "--data", str(data), "--budget", budget, "--out", str(out)]

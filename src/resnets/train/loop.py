@@ -646,7 +646,8 @@ def _take_over_folder(trainer: Trainer, *, resume: bool, overwrite: bool, stop_a
         _check_stop_after(stop_after_steps, trainer.progress.step)  # before the folder is written to
     elif trainer.ranks.is_main:
         folder.prepare_new(overwrite)
-    folder.begin(resume)
+    if trainer.ranks.is_main:
+        folder.begin(resume)
 
 
 def _check_stop_after(stop_after_steps: int | None, step: int) -> None:

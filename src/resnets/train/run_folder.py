@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from resnets.atomic import atomic_write, file_in_the_way, make_folder
+from resnets.atomic import atomic_write, file_in_the_way, make_folder, missing_folders, remove_if_empty
 from resnets.errors import ResnetsError
 from resnets.weights.metadata import WeightsMetadata
 from resnets.weights.readers import WeightsError
@@ -36,6 +36,9 @@ MODEL = "model.safetensors"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, MODEL, "curves.png", "timing.json", "tensorboard")
 PREVIOUS = ".previous-run"  # where --overwrite sets the old run aside until the new one has a checkpoint
 LOCK = ".lock"  # the pid of the process training the run now
+# A finished run that goes on (--resume with more epochs) is finished no longer: its old weights are set aside here,
+# so that eval, predict, export and status do not take them for the run's while it trains or after it stops.
+FINISHED_BEFORE = ".model-before-resume.safetensors"
 # Recipe values a resumed run must keep: the split (val_fraction, seed) decides which images were held out, and the
 # batch size where in an epoch the checkpoint stopped. Any other value may change on purpose (a lower lr to go on
 # with, a longer run: the schedule is recomputed for the new length, another precision on other hardware) and is
@@ -68,6 +71,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK
         self._taken = False  # this object made the lock file (a lock taken again leaves it to its first taker)
+        self._made: list[Path] = []  # the folders made for the lock, gone again if nothing else was written there
 
     def holder(self) -> int | None:
         """The live process that holds the lock, if any."""
@@ -88,6 +92,7 @@ class RunLock:
 
     def acquire(self, block: bool) -> bool:
         """Take the lock; False when another live process holds it and `block` is not asked."""
+        made = missing_folders(self.path.parent)
         make_folder(self.path.parent)  # one line naming what stands in the way where it cannot be made
         while True:
             try:
@@ -105,13 +110,14 @@ class RunLock:
                 continue
             os.write(descriptor, str(os.getpid()).encode())
             os.close(descriptor)
-            self._taken = True
+            self._taken, self._made = True, made
             return True
 
     def release(self) -> None:
         if self._taken:
             self.path.unlink(missing_ok=True)
-            self._taken = False
+            remove_if_empty(self._made)
+            self._taken, self._made = False, []
 
 
 class RunFolder:
@@ -123,7 +129,7 @@ class RunFolder:
         self.metrics_path = self.path / METRICS
         self.checkpoint_path = self.path / CHECKPOINT
         self.model_path = self.path / MODEL
-        self._resumed, self._config_before = False, None
+        self._resumed, self._config_before, self._checkpoint_before = False, None, None
 
     def contents(self) -> list[str]:
         """The names in the folder that are not hidden (atomic writes' temporaries and locks are)."""
@@ -161,8 +167,7 @@ class RunFolder:
     def training(self) -> Iterator[None]:
         """Hold the run for this process while it trains: a second process training the same folder (a forgotten
         background run, a second --resume) would interleave checkpoints and metrics, so it is refused in one line.
-        A folder this made for the lock alone is gone again afterwards."""
-        existed = self.path.is_dir()
+        A folder made for the lock alone is gone again afterwards."""
         lock = RunLock(self.path)
         if not lock.acquire(block=False):
             holder = lock.holder()  # read once: the message names one process
@@ -174,14 +179,17 @@ class RunFolder:
             yield
         finally:
             lock.release()
-            if not existed and self.path.is_dir() and not any(self.path.iterdir()):
-                self.path.rmdir()
 
     def begin(self, resume: bool) -> None:
         """Remember what the folder held before this run writes to it, so that a run that fails before its first
         checkpoint leaves it as it was (`settle(failed=True)`)."""
         self._resumed = resume
         self._config_before = self.config_path.read_text() if resume and self.config_path.is_file() else None
+        set_aside = self.path / FINISHED_BEFORE
+        set_aside.unlink(missing_ok=True)  # left by a run killed outright: its checkpoint may have moved on since
+        if resume and self.model_path.is_file():
+            self._checkpoint_before = _file_stamp(self.checkpoint_path)
+            os.replace(self.model_path, set_aside)
 
     def settle(self, failed: bool) -> None:
         """After the run: on success, or once the run has a checkpoint, drop the run --overwrite set aside; on a
@@ -191,6 +199,13 @@ class RunFolder:
             if failed and self._config_before is not None:
                 text = self._config_before
                 atomic_write(self.config_path, lambda temporary: Path(temporary).write_text(text))
+            set_aside = self.path / FINISHED_BEFORE
+            if set_aside.is_file():
+                # the old weights still stand for the run only if it never got past them
+                if failed and _file_stamp(self.checkpoint_path) == self._checkpoint_before:
+                    os.replace(set_aside, self.model_path)
+                else:
+                    set_aside.unlink()
             return
         if failed and not self.checkpoint_path.is_file():
             for name in RUN_FILES:
@@ -390,6 +405,15 @@ def weights_source(path: Path) -> tuple[Path, WeightsMetadata | None]:
             if given_folder:
                 raise
     return path, None
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """Which version of a file is there: an atomic write replaces the file, so its inode changes with it."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:
