@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import re
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -576,7 +578,7 @@ def test_an_error_without_a_message_still_gets_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.torch, "load", empty_message)
     model = create_model("resnet20")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(WeightsError, match=r"checkpoint.pt: unreadable checkpoint \(EOFError\)"):
+    with pytest.raises(WeightsError, match=r"checkpoint.pt: unreadable or truncated PyTorch file \(EOFError\)"):
         checkpoint.load_checkpoint(saved, model, optimizer, torch.amp.GradScaler("cpu", enabled=False))
 
 
@@ -664,3 +666,79 @@ def test_a_bad_image_is_named_without_a_flag_the_command_lacks_and_leaves_no_emp
     assert sorted(tmp_path.iterdir()) == [data]  # results/new/depth and results/new/runs/... made, then taken away
     assert run(["eval", "--model", "resnet20", "--pretrained", "--data", str(data)]) == 2
     one_line_error(capsys, "cat/0.png: unreadable image", "(--skip-bad-images to go on without it)")
+
+
+def test_weights_of_another_net_are_not_evaluated_under_the_name_asked_for(finished_run, capsys):
+    evaluate = ["eval", "--weights", str(finished_run), "--data", str(SAMPLE), "--json"]
+    assert run([*evaluate, "--model", "resnet56"]) == 2
+    one_line_error(capsys, "holds resnet20 (depth=8), not resnet56; name resnet20 or leave --model NAME out")
+    assert run([*evaluate, "--model", "resnet20"]) == 0  # the name it was trained under, with its recorded settings
+    named = json.loads(capsys.readouterr().out)
+    assert run(evaluate) == 0
+    assert json.loads(capsys.readouterr().out) == named
+
+
+def _with_damaged_pickle(data: bytes) -> bytes:
+    """A torch file whose pickle (not its tensors) has 100 bytes overwritten, 200 bytes into the pickle."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        member = next(info for info in archive.infolist() if info.filename.endswith("data.pkl"))
+    header = member.header_offset  # a 30-byte local header, then the member's name and extra field, then its data
+    name_length, extra_length = (int.from_bytes(data[header + at : header + at + 2], "little") for at in (26, 28))
+    start = header + 30 + name_length + extra_length + 200
+    return data[:start] + b"x" * 100 + data[start + 100 :]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda data: data[: len(data) // 2], "its zip archive is incomplete or damaged"),
+        (lambda data: _with_damaged_pickle(data), "damaged pickle data"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_in_one_short_line_and_the_run_kept(
+    tmp_path, finished_run, capsys, damage, message
+):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    checkpoint = run_dir / "checkpoint.pt"
+    checkpoint.write_bytes(damage(checkpoint.read_bytes()))
+    before = snapshot(run_dir)
+    assert main([*TRAIN, *TINY, "--data", str(SAMPLE), "--out", str(run_dir), "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and len(err[0]) < 200, err
+    assert "weights_only" not in err[0] and "miniz" not in err[0]
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "resnet20", "--data", "d", "--out", "o", "--schedule", "wavy"], "invalid choice: 'wavy'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["train", "--model", "resnet20"], "the following arguments are required: --data, --out"),
+    ],
+)
+def test_a_mistyped_command_line_is_one_line_not_the_usage_block(capsys, argv, message):
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].endswith("--help)"), err
+
+
+def test_a_link_to_a_missing_image_is_named_not_dropped_unsaid(tmp_path):
+    data = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (data / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((32, 32, 3), i * 10, np.uint8)).save(data / name / f"{i}.png")
+    (data / "cat" / "moved.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DataError, match=r"cat/moved.png: unreadable image"):
+        load_dataset(data)
+    kept, _ = load_dataset(data, skip_bad_images=True)
+    assert len(kept) == 6
+
+
+def test_a_checkpoint_without_its_config_is_named_for_what_is_missing(tmp_path, finished_run, capsys):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    (run_dir / "model.safetensors").unlink()
+    (run_dir / "config.json").unlink()
+    assert run(["eval", "--weights", str(run_dir), "--data", str(SAMPLE)]) == 2
+    one_line_error(capsys, "holds checkpoint.pt but not the config.json that says how to read it")

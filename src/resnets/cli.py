@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from resnets.train.recipes import Recipe
@@ -593,10 +593,18 @@ COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], Non
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's refusals as one line, like every other error of the command: a mistyped choice is not buried
+    under a usage block of thirty lines; `--help` shows that block on request."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `resnets` command's parser: one subcommand per COMMANDS entry, each with its examples as epilog."""
-    parser = argparse.ArgumentParser(prog="resnets", description="The ResNet family on PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineParser(prog="resnets", description="The ResNet family on PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name, (func, text, add_flags) in COMMANDS.items():
         command = sub.add_parser(
             name,

@@ -86,7 +86,8 @@ def _folder_entries(root: Path) -> list[tuple[str, str]]:
     for name in classes:
         if not os.access(root / name, os.R_OK | os.X_OK):
             raise DataError(f"{root / name}: class folder cannot be read (permissions)")
-        found = [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        # a link whose target is gone stays in, to be named when it is read, rather than shrink the data unsaid
+        found = [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir()]
         if not found and len(classes) > 1:  # torchvision's ImageFolder refuses an empty class too
             raise DataError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         entries += [(str(file), name) for file in found]

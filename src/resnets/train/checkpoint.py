@@ -16,7 +16,7 @@ from torch import nn
 
 from resnets.atomic import atomic_write
 from resnets.errors import first_line
-from resnets.weights.readers import WeightsError
+from resnets.weights.readers import WeightsError, load_plain_torch
 
 
 def save_checkpoint(
@@ -57,10 +57,9 @@ def load_checkpoint(
     """Restore a run saved by `save_checkpoint`; returns the loop state (epoch, position, step, history)."""
     if not path.is_file():
         raise WeightsError(f"{path}: no checkpoint to resume from")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise WeightsError(f"{path}: unreadable checkpoint ({first_line(error)})") from None
+    payload = load_plain_torch(path)
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise WeightsError(f"{path}: not a checkpoint of `resnets train` (no model, optimizer and step to resume)")
     if ema is not None and "ema" not in payload:
         raise WeightsError(f"{path}: the run kept no moving average of its weights; resume it without --ema-decay")
     try:

@@ -394,8 +394,10 @@ def weights_source(path: Path) -> tuple[Path, WeightsMetadata | None]:
     if given_folder:
         if folder.model_path.is_file():
             return folder.model_path, None
-        if not (folder.checkpoint_path.is_file() and folder.config_path.is_file()):
+        if not folder.checkpoint_path.is_file():
             raise WeightsError(f"{path}: a folder without {folder.model_path.name} or a run's checkpoint to read")
+        if not folder.config_path.is_file():  # its classes and normalization are recorded there, not guessed
+            raise WeightsError(f"{path}: holds {CHECKPOINT} but not the {CONFIG} that says how to read it")
         path = folder.checkpoint_path
         warnings.warn(f"{path.parent}: the run has not finished; its latest checkpoint is used", stacklevel=3)
     if path == folder.checkpoint_path and folder.config_path.is_file():

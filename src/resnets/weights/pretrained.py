@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from resnets.models import ResNet, get_entry
+from resnets.models import ResNet, get_config, get_entry
 from resnets.models import create_model as build_model
 from resnets.weights.loading import apply_state_dict, load_weights, read_state_dict
 from resnets.weights.metadata import WeightsMetadata
@@ -127,6 +128,21 @@ def create_model(
     return model
 
 
+def _check_same_net(path: str | os.PathLike, model_name: str, meta: dict[str, str]) -> None:
+    """A file whose metadata names another net is read as `model_name` only where the two are built alike (an
+    alias); otherwise the net it holds would be evaluated under the name asked for."""
+    try:
+        overrides = json.loads(meta.get("model_overrides", "{}"))
+        held = get_config(meta["model"], **overrides)
+        asked = get_config(model_name)
+    except (ValueError, TypeError):
+        return  # metadata this version cannot read, named when the file is parsed below
+    if dataclasses.replace(held, num_classes=asked.num_classes) != asked:
+        settings = ", ".join(f"{key}={value}" for key, value in overrides.items())
+        described = meta["model"] + (f" ({settings})" if settings else "")
+        raise WeightsError(f"{path}: holds {described}, not {model_name}; name {meta['model']} or leave model=NAME out")
+
+
 def load_trained(
     path: str | os.PathLike, model_name: str | None = None, recorded: WeightsMetadata | None = None
 ) -> tuple[ResNet, WeightsMetadata]:
@@ -143,6 +159,8 @@ def load_trained(
         get_entry(model_name)  # an unknown name fails before the file is read
     tensors, meta = read_state_dict(path)
     meta = {**(recorded.to_strings() if recorded else {}), **meta}
+    if model_name and meta.get("model") and meta["model"] != model_name:
+        _check_same_net(path, model_name, meta)
     model_name = model_name or meta.get("model") or ""
     if not model_name:
         raise WeightsError(f"{path}: the file does not name its net (no 'model' metadata); name it: model=NAME")

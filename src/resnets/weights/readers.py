@@ -12,6 +12,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,19 +91,38 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     return key
 
 
-def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A PyTorch file's state_dict, and the weights card (`weights_card`: strings) a checkpoint of ours carries."""
+def load_plain_torch(path: Path) -> Any:
+    """What a PyTorch file holds, read with torch's weights-only unpickler: tensors, numbers, strings and containers,
+    never code. A file that is damaged, cut short or holds Python objects gets one line of ours, not torch's advice to
+    load it unsafely.
+
+    Example:
+        >>> load_plain_torch(Path("runs/r20/checkpoint.pt"))["step"]
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = first_line(error) if "Unsupported global" not in str(error) else "it holds Python objects"
-        raise WeightsError(
-            f"{path}: refused: not a plain-tensor checkpoint ({reason}); nothing in it was run"
-        ) from None
-    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
+        text = str(error)
+        if "unsupported global" in text.lower():  # torch words it "Unsupported global" or "unsupported GLOBAL"
+            raise WeightsError(
+                f"{path}: refused: not a plain-tensor checkpoint (it holds Python objects); nothing in it was run"
+            ) from None
+        found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        reason = f"damaged pickle data: {found.group(1).strip()}" if found else first_line(error, 160)
+    except RuntimeError as error:
+        if "central directory" in str(error) or "PytorchStreamReader" in str(error):
+            reason = "its zip archive is incomplete or damaged"
+        else:
+            reason = f"{type(error).__name__}: {first_line(error, 160)}"
+    except (EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
         # a text or other non-pickle file fails inside the unpickler as KeyError: <its first byte>
         reason = f"{type(error).__name__}: {first_line(error, 160)}" if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({reason})") from None
+    raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({reason})")
+
+
+def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A PyTorch file's state_dict, and the weights card (`weights_card`: strings) a checkpoint of ours carries."""
+    obj = load_plain_torch(path)
     card = obj.get("weights_card") if isinstance(obj, dict) else None
     if not (isinstance(card, dict) and all(isinstance(v, str) for v in card.values())):
         card = {}
