@@ -742,3 +742,65 @@ def test_a_checkpoint_without_its_config_is_named_for_what_is_missing(tmp_path, 
     (run_dir / "config.json").unlink()
     assert run(["eval", "--weights", str(run_dir), "--data", str(SAMPLE)]) == 2
     one_line_error(capsys, "holds checkpoint.pt but not the config.json that says how to read it")
+
+
+def test_convert_records_the_settings_it_built_the_net_with(tmp_path, capsys):
+    from resnets.weights.pretrained import load_trained
+
+    source = tmp_path / "r20.pth"
+    torch.save(create_model("resnet20").state_dict(), source)
+    pooled, deeper = tmp_path / "max.safetensors", tmp_path / "d20.safetensors"
+    assert run(["convert", str(source), str(pooled), "--model", "resnet20", "--set", "global_pool=max"]) == 0
+    assert load_trained(pooled)[0].config.global_pool.value == "max"  # not read back as the average-pooled net
+    assert run(["convert", str(source), str(deeper), "--model", "resnet56", "--set", "depth=20"]) == 0
+    model, _ = load_trained(deeper)  # named resnet56, built 20 layers deep: readable again
+    assert model.config.layers == (3, 3, 3)
+
+
+def test_predict_reads_every_image_a_folder_holds_and_names_what_it_leaves_out(tmp_path, capsys):
+    from resnets.deploy import Predictor
+
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    elsewhere, photos = tmp_path / "elsewhere", tmp_path / "photos"
+    elsewhere.mkdir(), photos.mkdir()
+    Image.fromarray(pixels).save(elsewhere / "linked.png")
+    Image.fromarray(pixels).save(photos / "a.png")
+    Image.fromarray(pixels).save(photos / "b.jfif", format="JPEG")  # a JPEG by another name
+    (photos / "notes.heic").write_bytes(b"no decoder for this")
+    (photos / "shelf").symlink_to(elsewhere)  # a linked folder is walked as any other
+    predictor = Predictor.load("resnet20", pretrained=True)
+    with pytest.warns(UserWarning, match=r"photos: left out 1 file that is not an image by its suffix \(.heic\)"):
+        results = predictor.predict_files([str(photos)])
+    assert [Path(r["file"]).name for r in results] == ["a.png", "b.jfif", "linked.png"]
+    single = predictor.predict_files(str(photos / "a.png"))  # one path, not the characters of its name
+    assert len(single) == 1 and single[0]["top"] == results[0]["top"]
+
+
+def test_an_image_is_read_as_it_is_shown_at_any_bit_depth(tmp_path):
+    from resnets.data import decode_image
+
+    gray = np.random.default_rng(0).integers(0, 64, (32, 32)).astype(np.uint16)  # a dark image
+    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "8bit.png")
+    Image.fromarray(gray * 257).save(tmp_path / "16bit.png")  # the same values at 16 bits
+    eight, sixteen = (np.asarray(decode_image(tmp_path / f"{n}.png", n)) for n in ("8bit", "16bit"))
+    assert np.abs(eight.astype(int) - sixteen).max() <= 1 and sixteen.max() < 64  # not brightened to white
+    upright = np.zeros((40, 20, 3), np.uint8)
+    upright[:10] = 255  # white at the top of a tall image
+    stored = Image.fromarray(np.rot90(upright, k=1).copy())  # stored on its side, EXIF says turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to show
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    shown = np.asarray(decode_image(tmp_path / "phone.jpg", "phone.jpg"))
+    assert shown.shape == (40, 20, 3) and shown[:10].mean() > 200 and shown[20:].mean() < 50
+
+
+def test_an_openvino_export_never_replaces_a_bin_file_it_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "model.bin"
+    mine.write_bytes(b"the user's own file")
+    export = ["export", "--model", "resnet20", "--pretrained", "--format", "openvino"]
+    assert run([*export, "--out", str(tmp_path / "model.xml")]) == 2
+    one_line_error(capsys, "model.bin: exists without model.xml")
+    assert mine.read_bytes() == b"the user's own file" and not (tmp_path / "model.xml").exists()
+    assert run([*export, "--out", str(tmp_path / "ir.xml")]) == 0
+    assert f"and {tmp_path / 'ir.bin'}" in capsys.readouterr().out  # the pair it wrote, both named
+    assert run([*export, "--out", str(tmp_path / "ir.xml")]) == 0  # an export of its own is replaced as a pair

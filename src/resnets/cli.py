@@ -351,8 +351,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report))
     else:
+        pair = f" and {Path(report['out']).with_suffix('.bin')}" if args.format == "openvino" else ""
         print(
-            f"wrote {report['out']} ({report['format']}, {report['dtype']}); on {report['images']} real images: "
+            f"wrote {report['out']}{pair} ({report['format']}, {report['dtype']}); on {report['images']} real images: "
             f"max abs difference {report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.1%}"
         )
 

@@ -18,8 +18,10 @@ from resnets.data.sources import (
     DataError,
     ImageSet,
     decode_image,
+    images_under,
     load_dataset,
     stratified_split,
+    warn_left_out,
 )
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "TensorBatches",
     "channel_stats",
     "decode_image",
+    "images_under",
     "load_dataset",
     "make_batches",
     "normalize",
@@ -40,4 +43,5 @@ __all__ = [
     "pad_crop_flip",
     "sample_images",
     "stratified_split",
+    "warn_left_out",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnets.atomic import atomic_write
 from resnets.errors import SKIP_HINT, ResnetsError, first_line
@@ -32,7 +32,7 @@ from resnets.safe_pickle import ArrayUnpickler
 
 # Folders that name a split rather than a class: train/, and val/ or test/ (the validation set).
 SPLIT_FOLDERS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SMALL_SIDE = 64  # images up to this side are decoded once into memory; larger ones stream through workers
 CACHE_LIMIT_BYTES = 2 * 2**30  # decoded sets kept beyond it are removed, least recently used first (CIFAR: 154 MB)
 CACHE_VERSION = "2"  # 2: an archive's class is the first folder under its split (was: the image's own folder)
@@ -70,27 +70,77 @@ def decode_image(data: bytes | str | Path, name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
             image.load()
+        # a photo is shown upright by its EXIF orientation; its pixels may be stored on their side
+        ImageOps.exif_transpose(image, in_place=True)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{name}: unreadable image ({first_line(error)})") from None
     if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float: scale to 8 bits before RGB
         array = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        top = 1.0 if image.mode == "F" and array.max() <= 1.0 else max(array.max(), 1.0)  # float images: 0..1
-        image = Image.fromarray((np.clip(array, 0, top) * (255.0 / top)).astype(np.uint8))
+        top = _full_scale(image.mode, float(array.max()), name)
+        image = Image.fromarray((np.clip(array, 0, top) * (255.0 / top)).round().astype(np.uint8))
     return image.convert("RGB")
+
+
+def _full_scale(mode: str, brightest: float, name: str) -> float:
+    """The value that stands for white in a 16/32-bit or float image: its bit depth's, never the image's own
+    brightest pixel (that would brighten a dark image, and the same scene saved at 8 and 16 bits would differ)."""
+    if mode.startswith("I;16") or (mode == "I" and brightest <= 65535):  # 16-bit, or 16-bit data read as 32-bit
+        return 65535.0
+    if mode == "I":
+        return float(2**31 - 1)
+    if brightest <= 1.0:  # float images hold 0..1, or 0..255 where they were saved from 8-bit data
+        return 1.0
+    if brightest <= 255.0:
+        return 255.0
+    raise DataError(f"{name}: a float image with values up to {brightest:g}; expected 0..1 (or 0..255)")
+
+
+def images_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under `folder` and its subfolders, sorted, and the other files there, left out by their suffix
+    (hidden ones aside). Linked folders are followed, each once; a link whose target is gone stays in, to be named
+    when it is read, rather than shrink the data unsaid.
+
+    Example:
+        >>> images, others = images_under(Path("photos"))
+    """
+    images, others, seen = [], [], set()
+    for where, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if real in seen:  # a link back to a folder already walked
+            folders.clear()
+            continue
+        seen.add(real)
+        for name in files:
+            path = Path(where) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(path)
+            elif not name.startswith("."):
+                others.append(path)
+    return sorted(images), sorted(others)
+
+
+def warn_left_out(others: list[Path], where: str | Path) -> None:
+    """One warning naming the files a folder held that are not images by their suffix: none is dropped unsaid."""
+    if others:
+        suffixes = sorted({path.suffix.lower() or path.name for path in others})
+        listed = ", ".join(suffixes[:5]) + (", …" if len(suffixes) > 5 else "")
+        count = f"{len(others)} files that are not images" if len(others) > 1 else "1 file that is not an image"
+        warnings.warn(f"{where}: left out {count} by its suffix ({listed})", stacklevel=3)
 
 
 def _folder_entries(root: Path) -> list[tuple[str, str]]:
     """(relative file name, class) for an ImageFolder directory."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    entries = []
+    entries, left_out = [], []
     for name in classes:
         if not os.access(root / name, os.R_OK | os.X_OK):
             raise DataError(f"{root / name}: class folder cannot be read (permissions)")
-        # a link whose target is gone stays in, to be named when it is read, rather than shrink the data unsaid
-        found = [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir()]
+        found, others = images_under(root / name)
         if not found and len(classes) > 1:  # torchvision's ImageFolder refuses an empty class too
             raise DataError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         entries += [(str(file), name) for file in found]
+        left_out += others
+    warn_left_out(left_out, root)
     return entries
 
 

@@ -23,6 +23,7 @@ from resnets.atomic import atomic_write, replaceable_mode
 from resnets.data import sample_images
 from resnets.deploy.optimize import onnxruntime_session, openvino_compile, write_onnx
 from resnets.deploy.predict import Predictor
+from resnets.errors import WriteError
 from resnets.hardware import Precision
 from resnets.models import ResNet
 
@@ -118,6 +119,8 @@ def write_openvino(model: torch.nn.Module, out: Path, calibration: torch.Tensor 
     import openvino
 
     weights = out.with_suffix(".bin")
+    if weights.exists() and not out.exists():  # an earlier export is a pair; a lone .bin is someone else's file
+        raise WriteError(f"{weights}: exists without {out.name}; an OpenVINO export would replace it: move it first")
     replaceable_mode(weights)  # the .xml is checked by atomic_write; both before any work
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as folder:

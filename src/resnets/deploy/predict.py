@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from resnets.data import (
     IMAGE_SUFFIXES,
     DataError,
     decode_image,
+    images_under,
     load_dataset,
     make_batches,
     sample_images,
     stratified_split,
+    warn_left_out,
 )
 from resnets.hardware import steady_host_memory
 from resnets.models import ResNet
@@ -132,7 +134,9 @@ class Predictor:
             )
         return torch.tensor([self.classes.index(name) for name in data_classes])
 
-    def predict_files(self, files: list[str], topk: int = 5) -> list[dict[str, Any]]:
+    def predict_files(
+        self, files: str | os.PathLike | Sequence[str | os.PathLike], topk: int = 5
+    ) -> list[dict[str, Any]]:
         """One result per image, in order: its top-k classes, or the error that kept it from being read. A folder
         stands for the images in it and its subfolders, in sorted order; images go through the model 64 at a time,
         so a folder of any size fits in memory.
@@ -140,8 +144,10 @@ class Predictor:
         Example:
             >>> predictor.predict_files(["cat.png", "photos/"], topk=3)[0]["top"][0]["class"]
         """
+        if isinstance(files, str | os.PathLike):  # one path, not the characters of its name
+            files = [files]
         results: list[dict[str, Any]] = []
-        named = [image for file in files for image in _image_files(file)]
+        named = [image for file in files for image in _image_files(str(file))]
         with steady_host_memory(torch.device("cpu")):  # each batch reuses the last one's freed memory
             for start in range(0, len(named), PREDICT_BATCH):
                 results += self._predict_batch(named[start : start + PREDICT_BATCH], topk)
@@ -238,7 +244,8 @@ def _image_files(name: str) -> list[tuple[str, str]]:
     (a missing path, a folder without images) so that the result for it says so and the others go on."""
     path = Path(name)
     if path.is_dir():
-        found = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        found, others = images_under(path)
+        warn_left_out(others, name)
         if not found:
             return [(name, f"{name}: a folder with no images in it ({', '.join(IMAGE_SUFFIXES)})")]
         return [(str(f), "") for f in found]

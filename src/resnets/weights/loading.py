@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -160,4 +161,8 @@ def convert(
         raise WeightsError(f"{destination}: is a folder; name the .safetensors file to write")
     model = create_model(model_name, **overrides)
     metadata = {**(metadata or {}), **load_weights(model, source), "model": model_name, "converted_by": "resnets"}
+    # The settings the net was built with travel with it: without them it would be read back as the plain net
+    # (another pooling loads without complaint, and gives other answers). The classifier's size is in its weights.
+    built_with = {key: value for key, value in overrides.items() if key != "num_classes"}
+    metadata["model_overrides"] = json.dumps(built_with, default=str)
     return save_safetensors(model.state_dict(), destination, metadata)
