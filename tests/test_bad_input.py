@@ -804,3 +804,37 @@ def test_an_openvino_export_never_replaces_a_bin_file_it_did_not_write(tmp_path,
     assert run([*export, "--out", str(tmp_path / "ir.xml")]) == 0
     assert f"and {tmp_path / 'ir.bin'}" in capsys.readouterr().out  # the pair it wrote, both named
     assert run([*export, "--out", str(tmp_path / "ir.xml")]) == 0  # an export of its own is replaced as a pair
+
+
+def test_a_run_with_a_weight_average_is_usable_before_it_ends(tmp_path, capsys):
+    run_dir = tmp_path / "ema"
+    argv = [*TRAIN, *TINY, "--data", str(SAMPLE), "--out", str(run_dir), "--epochs", "2", "--ema-decay", "0.9"]
+    assert main([*argv, "--stop-after-steps", "3"]) == 0
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="read its averaged weights 'ema', not 'model'"):
+        assert run(["eval", "--weights", str(run_dir), "--data", str(SAMPLE), "--json"]) == 0  # n_averaged: no weight
+    assert json.loads(capsys.readouterr().out)["n"] == 1000
+
+
+def test_status_names_a_record_it_cannot_read_and_goes_on(tmp_path, finished_run, capsys):
+    odd = copy_run(finished_run, tmp_path / "odd")
+    rows = (odd / "metrics.jsonl").read_text().splitlines()
+    (odd / "metrics.jsonl").write_text("\n".join([*rows[:-1], json.dumps({"epoch": 1})]) + "\n")
+    assert run(["status", str(odd), str(finished_run)]) == 2
+    captured = capsys.readouterr()
+    assert f"{odd}: its config.json or metrics.jsonl does not read as a run's (no 'step')" in captured.err
+    assert f"{finished_run}: finished" in captured.out  # the folder after it is still reported
+
+
+def test_without_the_optional_runtimes_torch_serves_and_int8_names_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    from resnets.deploy import optimize
+
+    found = importlib.util.find_spec
+    missing = {"onnxruntime", "onnx", "openvino"}
+    monkeypatch.setattr(optimize.importlib.util, "find_spec", lambda name: None if name in missing else found(name))
+    fast = optimize_for_inference(create_model("resnet20").eval(), "fp32", compile=False)
+    assert set(fast.choices) == {"fp32 torch eager"}
+    assert run(["predict", "--model", "resnet20", "--pretrained", "--fast", "int8", str(ROOT / "README.md")]) == 2
+    one_line_error(capsys, "no installed runtime serves int8 here", "(pip install 'resnets[deploy]')")

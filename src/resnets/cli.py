@@ -653,10 +653,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; give it a sink
         return 0
     except ImportError as error:  # an optional package a subcommand needs
-        print(
-            f"resnets {args.command}: error: {error} (pip install 'resnets[deploy]' for onnx/onnxruntime)",
-            file=sys.stderr,
-        )
+        package = (error.name or "").split(".")[0]
+        hint = "pip install 'resnets[deploy]'" if package in ("onnx", "onnxruntime") else f"pip install {package}"
+        print(f"resnets {args.command}: error: {first_line(error)} ({hint})", file=sys.stderr)
         return 2
     except (CliError, ResnetsError, ValueError, TypeError, OSError) as error:
         print(f"resnets {args.command}: error: {_as_flags(first_line(error), args)}", file=sys.stderr)

@@ -328,20 +328,29 @@ def _fastest_accurate(
     compiles = [False, True] if compile is None and can_compile() else [bool(compile)]
     # bf16 joins "auto" only where the CPU runs it natively (emulated it is ~6x slower); asked for, it always runs
     bf16_wanted = dtypes == (Precision.BF16,) or device.type == "cuda" or cpu_has_native_bf16()
-    has_openvino = importlib.util.find_spec("openvino") is not None
+    # an optional runtime that is not installed is left out of the automatic choice; asked for by name, it is named
+    installed = {
+        Runtime.OPENVINO: importlib.util.find_spec("openvino") is not None,
+        Runtime.ONNXRUNTIME: all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnx")),
+    }
 
     def wanted(dtype: Precision, name: Runtime) -> bool:
         if dtype not in dtypes or not name.serves(dtype) or runtime not in (Runtime.AUTO, name):
             return False
         if dtype == Precision.BF16 and not bf16_wanted:
             return False
+        if runtime == Runtime.AUTO and not installed.get(name, True):
+            return False
         if name == Runtime.OPENVINO:  # its bf16 needs the CPU's own (it refuses to emulate)
-            return has_openvino and device.type == "cpu" and (dtype != Precision.BF16 or openvino_runs_bf16())
+            return device.type == "cpu" and (dtype != Precision.BF16 or openvino_runs_bf16())
         return name == Runtime.TORCH or device.type == "cpu"
 
     candidates = [(dtype, Runtime.TORCH, compiled) for dtype in PRECISIONS for compiled in compiles]
     candidates += [(dtype, name, False) for name in (Runtime.ONNXRUNTIME, Runtime.OPENVINO) for dtype in PRECISIONS]
     candidates = [(dtype, name, compiled) for dtype, name, compiled in candidates if wanted(dtype, name)]
+    if not candidates:
+        asked = "/".join(str(dtype) for dtype in dtypes)
+        raise ImportError(f"no installed runtime serves {asked} here (int8 needs onnxruntime or openvino)", name="onnx")
     batch = images[:16]
     reference = None
     if "fp32" not in dtypes:

@@ -244,6 +244,16 @@ class RunFolder:
             >>> RunFolder("training/reproduce/zoo/resnet56").status()
             'stopped after epoch 73 of 180 (step 25,696 of 63,360): validation top-1 86.04% (flip-averaged); ...'
         """
+        try:
+            return self._status()
+        except RunFolderError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as error:
+            # a record edited by hand or written by another tool: named, and `status A B` still reports B
+            what = f"no {error}" if isinstance(error, KeyError) else str(error)
+            raise RunFolderError(f"{self.path}: its {CONFIG} or {METRICS} does not read as a run's ({what})") from None
+
+    def _status(self) -> str:
         holder = RunLock(self.path).holder()
         training = f" (process {holder} is training it now)" if holder is not None else ""
         if not self.config_path.is_file():

@@ -10,6 +10,7 @@ import io
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from resnets.safe_pickle import ArrayUnpickler
 
 # Where training checkpoints keep the model's weights, most specific first.
 CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "model_state")
+AVERAGE_KEYS = CHECKPOINT_KEYS[:3]
 
 
 class WeightsError(ResnetsError, ValueError):
@@ -71,10 +73,13 @@ def _zip_entries(path: Path) -> list[str] | None:
 def _unwrap_checkpoint(obj: object, path: Path) -> dict[str, torch.Tensor]:
     """The state_dict inside a training checkpoint, without DDP's `module.` prefix."""
     if isinstance(obj, dict):
-        for key in CHECKPOINT_KEYS:
-            if isinstance(obj.get(key), dict) and obj[key]:
-                obj = obj[key]
-                break
+        held = [key for key in CHECKPOINT_KEYS if isinstance(obj.get(key), dict) and obj[key]]
+        if held:
+            if len(held) > 1 and held[0] in AVERAGE_KEYS:  # which of the sets is read is said, not guessed at
+                warnings.warn(f"{path}: read its averaged weights {held[0]!r}, not {held[1]!r}", stacklevel=2)
+            obj = obj[held[0]]
+    if isinstance(obj, dict):
+        obj = {key: value for key, value in obj.items() if key != "n_averaged"}  # torch's AveragedModel counter
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: no state_dict of tensors found (looked for a bare one and {CHECKPOINT_KEYS})")
     prefixes = ("module.", "_orig_mod.")
