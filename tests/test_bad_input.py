@@ -838,3 +838,25 @@ def test_without_the_optional_runtimes_torch_serves_and_int8_names_what_to_insta
     assert set(fast.choices) == {"fp32 torch eager"}
     assert run(["predict", "--model", "resnet20", "--pretrained", "--fast", "int8", str(ROOT / "README.md")]) == 2
     one_line_error(capsys, "no installed runtime serves int8 here", "(pip install 'resnets[deploy]')")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("num_classes=ten", "num_classes='ten' must be a whole number from 1"),
+        ("num_classes=2.5", "num_classes=2.5 must be a whole number from 1"),
+        ("stem_width=0", "stem_width=0 must be a whole number from 1"),
+        ("layers=[1.5,1,1]", "layers=(1.5, 1, 1) must be one or more positive block counts"),
+        ("widths=[16,0,64]", "widths=(16, 0, 64) must be whole numbers of channels from 1"),
+    ],
+)
+def test_a_model_setting_of_the_wrong_kind_is_named(capsys, setting, message):
+    assert run(["summary", "resnet20", "--set", setting]) == 2
+    one_line_error(capsys, message)
+
+
+def test_summary_feeds_the_net_the_channels_it_takes(capsys):
+    assert run(["summary", "resnet20", "--set", "in_chans=1"]) == 0
+    assert "input: 1x32x32" in capsys.readouterr().out
+    assert run(["summary", "resnet20", "--input-size", "1", "32", "32"]) == 2
+    one_line_error(capsys, "--input-size 1 32 32: the net takes 3 channels (in_chans)")

@@ -52,16 +52,22 @@ class Summary:
 
 def summarize(name: str, input_size: tuple[int, int, int] | None = None, table_depth: int = 2, **overrides) -> Summary:
     """Summary of a registered model at its natural input size (or `input_size`, C H W), nested `table_depth` deep."""
-    size = tuple(input_size or get_entry(name).input_size)
     model = create_model(name, **overrides).eval()
-    stats = torchinfo.summary(
-        model,
-        input_size=(1, *size),
-        depth=table_depth,
-        verbose=0,
-        col_names=("output_size", "num_params", "mult_adds"),
-        row_settings=("var_names",),
-    )
+    channels = model.config.in_chans
+    size = tuple(input_size or (channels, *get_entry(name).input_size[1:]))
+    if size[0] != channels:
+        raise ValueError(f"--input-size {' '.join(map(str, size))}: the net takes {channels} channels (in_chans)")
+    try:
+        stats = torchinfo.summary(
+            model,
+            input_size=(1, *size),
+            depth=table_depth,
+            verbose=0,
+            col_names=("output_size", "num_params", "mult_adds"),
+            row_settings=("var_names",),
+        )
+    except RuntimeError as error:  # torchinfo wraps the model's own error in "see above stack traces", shown nowhere
+        raise ValueError(f"{name} at input size {size}: {error.__cause__ or error}") from None
     table = str(stats).split("Total params")[0].rstrip()
     trainable, non_trainable = count_parameters(model)
     activation_bytes = sum(layer.output_bytes for layer in stats.summary_list if layer.is_leaf_layer)

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from enum import Enum
 
@@ -201,8 +202,16 @@ class ModelConfig:
         self._validate()
 
     def _validate(self) -> None:
-        if not self.layers or any(int(n) < 1 for n in self.layers):
+        def counts(value: object) -> bool:  # whole numbers from 1, not True (an int to Python) nor 2.5
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+        for name in ("num_classes", "in_chans", "stem_width", "groups", "width_per_group"):
+            if not counts(getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a whole number from 1")
+        if not self.layers or not all(counts(n) for n in self.layers):
             raise ValueError(f"layers={self.layers} must be one or more positive block counts per stage")
+        if not all(counts(width) for width in self.widths):
+            raise ValueError(f"widths={self.widths} must be whole numbers of channels from 1")
         if len(self.widths) != len(self.layers):
             raise ValueError(f"widths={self.widths} must give one width per stage ({len(self.layers)} stages)")
         if self.block is Block.BASIC and (self.groups != 1 or self.width_per_group != 64):
