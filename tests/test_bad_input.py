@@ -860,3 +860,33 @@ def test_summary_feeds_the_net_the_channels_it_takes(capsys):
     assert "input: 1x32x32" in capsys.readouterr().out
     assert run(["summary", "resnet20", "--input-size", "1", "32", "32"]) == 2
     one_line_error(capsys, "--input-size 1 32 32: the net takes 3 channels (in_chans)")
+
+
+def test_a_keras_layer_without_its_bias_is_named_with_its_file(tmp_path):
+    import h5py
+
+    weights = tmp_path / "nobias.h5"
+    with h5py.File(weights, "w") as file:
+        group = file.create_group("model_weights")
+        group.attrs["layer_names"] = [b"predictions"]
+        layer = group.create_group("predictions")
+        layer.create_dataset("kernel", data=np.zeros((2048, 1000), np.float32))
+        layer.attrs["weight_names"] = [b"kernel"]
+    with pytest.raises(WeightsError, match=r"nobias.h5: Keras layer 'predictions': 1 weight arrays \(\(2048, 1000\)\)"):
+        load_weights(create_model("resnet50_keras"), weights)
+
+
+def test_a_paddle_optimizer_file_beside_the_weights_adds_no_weights(tmp_path):
+    state = {k: v.numpy() for k, v in create_model("resnet20").state_dict().items() if "num_batches" not in k}
+    weights = {  # paddle's names and layout: BN statistics as _mean/_variance, Linear weights (in, out)
+        k.replace(".running_mean", "._mean").replace(".running_var", "._variance"): v.T.copy()
+        if k == "fc.weight"
+        else v
+        for k, v in state.items()
+    }
+    (tmp_path / "model.pdparams").write_bytes(pickle.dumps(weights))
+    stale = {"conv1.weight": np.ones_like(weights["conv1.weight"]), "conv1.weight_velocity_0": weights["conv1.weight"]}
+    (tmp_path / "model.pdopt").write_bytes(pickle.dumps(stale))  # paddle.save's optimizer state, beside the weights
+    model = create_model("resnet20")
+    load_weights(model, tmp_path / "model.pdparams")
+    assert np.array_equal(model.state_dict()["conv1.weight"].numpy(), weights["conv1.weight"])

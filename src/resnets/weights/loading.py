@@ -40,7 +40,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     fmt = detect_format(path)
     metadata = {"source_format": fmt, "source_file": path.name}
     if fmt in ("keras_h5", "keras_zip"):
-        return from_keras(read_keras(path, fmt)), metadata
+        try:
+            return from_keras(read_keras(path, fmt)), metadata
+        except WeightsError as error:
+            raise WeightsError(f"{path}: {error}") from None
     if fmt == "safetensors":
         tensors, stored = read_safetensors(path)
         metadata.update(stored)

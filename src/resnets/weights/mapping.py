@@ -15,6 +15,8 @@ import re
 import numpy as np
 import torch
 
+from resnets.weights.readers import WeightsError
+
 BN_FIELDS = {"scale": "weight", "offset": "bias", "mean": "running_mean", "variance": "running_var"}
 KERAS_BN = ("weight", "bias", "running_mean", "running_var")  # gamma, beta, moving_mean, moving_variance
 CAFFE_BRANCH = {"2a": "1", "2b": "2", "2c": "3"}
@@ -136,6 +138,10 @@ def from_keras(layers: dict[str, list[np.ndarray]]) -> dict[str, torch.Tensor]:
             out[f"keras:{layer}"] = torch.from_numpy(np.asarray(arrays[0]))  # reported as unexpected
             continue
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        kernel_and_bias = len(tensors) == 2 or (len(tensors) == 1 and tensors[0].ndim == 4)  # a conv's bias is optional
+        if len(tensors) != 4 and not kernel_and_bias:
+            shapes = ", ".join(str(tuple(t.shape)) for t in tensors) or "none"
+            raise WeightsError(f"Keras layer {layer!r}: {len(tensors)} weight arrays ({shapes}), not a kernel and bias")
         if len(tensors) == 4:  # BatchNormalization
             out.update({f"{target}.{field}": t for field, t in zip(KERAS_BN, tensors, strict=True)})
         elif tensors[0].ndim == 4:  # Conv2D kernel: (H, W, in, out) -> (out, in, H, W)

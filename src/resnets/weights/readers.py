@@ -161,7 +161,10 @@ def read_paddle(path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(obj, dict):
             raise WeightsError(f"{part}: expected a dict of arrays, found {type(obj).__name__}")
         for key, value in obj.items():
-            if isinstance(value, np.ndarray):
+            # from the .pdopt only the BN statistics the .pdparams lacks: its optimizer state is no weight, and a
+            # stale one must not override the weights asked for
+            beside = part != path and (key in tensors or not key.endswith(("mean", "variance")))
+            if isinstance(value, np.ndarray) and not beside:
                 tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
     if not tensors:
         raise WeightsError(f"{path}: no arrays found")
