@@ -890,3 +890,13 @@ def test_a_paddle_optimizer_file_beside_the_weights_adds_no_weights(tmp_path):
     model = create_model("resnet20")
     load_weights(model, tmp_path / "model.pdparams")
     assert np.array_equal(model.state_dict()["conv1.weight"].numpy(), weights["conv1.weight"])
+
+
+def test_weights_without_their_normalization_say_which_one_they_are_read_with(tmp_path):
+    from resnets.weights.pretrained import load_trained
+
+    bare = tmp_path / "bare.safetensors"
+    save_file(create_model("resnet20").state_dict(), str(bare), metadata={"model": "resnet20"})
+    with pytest.warns(UserWarning, match="bare.safetensors: records no normalization; read with ImageNet's"):
+        _, card = load_trained(bare)
+    assert card.mean == (0.485, 0.456, 0.406)

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,13 @@ def load_trained(
         raise WeightsError(f"{path}: has no classifier (fc.weight) to predict with")
     num_classes = tensors["fc.weight"].shape[0]
     card = WeightsMetadata.parse(meta, path, num_classes, default_size=entry.input_size[-1])
+    if num_classes != 1000 and not {"mean", "std"} <= meta.keys():
+        # ImageNet's normalization is a safe guess for a 1000-class file (torchvision's); for any other it is a guess
+        warnings.warn(
+            f"{path}: records no normalization; read with ImageNet's mean and std (a run of `resnets train`, or "
+            "`convert` from one, records its own)",
+            stacklevel=2,
+        )
     model = build_model(model_name, num_classes=num_classes, **card.model_overrides)
     apply_state_dict(model, tensors, path)
     return model, card
