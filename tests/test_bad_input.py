@@ -900,3 +900,17 @@ def test_weights_without_their_normalization_say_which_one_they_are_read_with(tm
     with pytest.warns(UserWarning, match="bare.safetensors: records no normalization; read with ImageNet's"):
         _, card = load_trained(bare)
     assert card.mean == (0.485, 0.456, 0.406)
+
+
+def test_an_int8_export_is_checked_on_images_it_was_not_calibrated_on(tmp_path, monkeypatch):
+    from resnets.deploy import Predictor, export
+
+    drawn, calibrated = [], []
+    sample, write_onnx = export.sample_images, export.write_onnx
+    monkeypatch.setattr(export, "sample_images", lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1])
+    monkeypatch.setattr(export, "write_onnx", lambda m, o, c=None: calibrated.append(c) or write_onnx(m, o, c))
+    report = export.export_model(Predictor.load("resnet20", pretrained=True), "onnx", tmp_path / "q.onnx", dtype="int8")
+    (pool,), (calibration,) = drawn, calibrated
+    checked = pool[::5]
+    assert report["images"] == len(checked) == 64 and len(calibration) == 256
+    assert not any(torch.equal(image, seen) for image in checked for seen in calibration)
