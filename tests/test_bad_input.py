@@ -252,6 +252,8 @@ def test_cifar_pickles_with_bad_labels_or_meta(tmp_path, labels, meta, message):
     "argv, message",
     [
         (["bench", "resnet20", "--batch-size", "0"], "--batch-size: 0 is below 1"),
+        (["bench", "resnet20", "--plot", "speed.txt"], "--plot speed.txt: .txt is not a figure format"),
+        (["plot", "runs/r20", "--out", "curves.txt"], "--out curves.txt: .txt is not a figure format"),
         (["bench", "resnet20", "--iters", "0"], "--iters: 0 is below 1"),
         (["bench", "resnet20", "--warmup", "x"], "'x' is not an integer"),
         (["bench", "resnet20", "--engine", "tensorrt"], "invalid choice: 'tensorrt'"),

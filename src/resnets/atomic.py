@@ -98,6 +98,23 @@ def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     return path
 
 
+def check_figure_path(path: str | os.PathLike, flag: str) -> None:
+    """Refuse, before any work, a figure path that `save_figure` could not write: a folder, or a suffix that is no
+    image format matplotlib writes.
+
+    Example:
+        >>> check_figure_path("bench.txt", "--plot")  # ValueError: ... not a figure format (png, svg, pdf, ...)
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; name the figure to write")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise ValueError(f"{flag} {path}: {path.suffix} is not a figure format ({', '.join(sorted(formats))})")
+
+
 def make_folder(folder: str | os.PathLike) -> Path:
     """`folder` and its parents, made where missing; one line naming what stands in the way where they cannot be.
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from resnets.train.recipes import Recipe
 
+from resnets.atomic import check_figure_path
 from resnets.errors import SKIP_HINT, ResnetsError, first_line
 
 EXAMPLES = {
@@ -283,6 +284,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> None:
     from resnets.train.plots import plot_run
 
+    if args.out:
+        check_figure_path(args.out, "--out")
     print(f"wrote {plot_run(args.run_dir, args.out)}")
 
 
@@ -313,8 +316,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise CliError("name at least one model (or use --sweep depth)")
     for name in models:
         get_entry(name)  # an unknown name (with a did-you-mean) before the device line and any timing
-    if args.plot and Path(args.plot).is_dir():
-        raise CliError(f"--plot {args.plot}: is a folder; name the PNG to write")
+    if args.plot:
+        check_figure_path(args.plot, "--plot")  # before the minutes of timing, not after them
     if args.mode == "train" and args.dtype and set(args.dtype) <= {"int8"}:
         raise CliError("--dtype int8 runs inference only; --mode train takes fp32, bf16 or fp16")
     batch_sizes = args.batch_size or ([1, 2, 4, 8, 16, 32, 64] if args.sweep == "batch" else [16])
@@ -631,6 +634,7 @@ API_HINTS = {
 def _as_flags(message: str, args: argparse.Namespace) -> str:
     if not hasattr(args, "skip_bad_images"):  # a hint at a flag this command lacks would only mislead
         message = message.replace(f" ({SKIP_HINT})", "")
+    message = message.replace("; pass reset_classifier=True to load all but the classifier", "")  # API only
     for argument, flag in API_HINTS.items():
         message = message.replace(argument, flag)
     return message
