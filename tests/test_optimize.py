@@ -126,5 +126,7 @@ def test_eval_and_predict_with_fast(tmp_path, capsys, cpu_at_hand):
     assert re.search(r"optimized path: int8 on (onnxruntime|openvino)", captured.err)
     assert fast["n"] == plain["n"] == 1000 and abs(fast["top1"] - plain["top1"]) <= 0.01
     missing = str(tmp_path / "missing.png")
-    assert main(["predict", "--model", "resnet20", "--pretrained", "--fast", "fp32", missing, "--json"]) == 1
+    assert (
+        main(["predict", "--model", "resnet20", "--pretrained", "--fast", "fp32", missing, "--json"]) == 2
+    )  # none read: bad input
     assert "no such file" in capsys.readouterr().out

@@ -278,7 +278,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         elif not args.json:
             tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
             print(f"{result['file']}: {tops}")
-    return 1 if any("error" in r for r in results) else 0
+    failed = sum("error" in r for r in results)
+    # none classified is bad input (2), as for every command; some of them, a partial answer (1)
+    return 0 if not failed else 2 if failed == len(results) else 1
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
