@@ -816,6 +816,9 @@ def test_a_run_with_a_weight_average_is_usable_before_it_ends(tmp_path, capsys):
     with pytest.warns(UserWarning, match="read its averaged weights 'ema', not 'model'"):
         assert run(["eval", "--weights", str(run_dir), "--data", str(SAMPLE), "--json"]) == 0  # n_averaged: no weight
     assert json.loads(capsys.readouterr().out)["n"] == 1000
+    assert not (run_dir / "metrics.jsonl").exists()  # stopped inside its first epoch: nothing to plot yet
+    assert run(["plot", str(run_dir)]) == 2
+    one_line_error(capsys, f"{run_dir}: no epoch has finished yet (no metrics.jsonl)")
 
 
 def test_status_names_a_record_it_cannot_read_and_goes_on(tmp_path, finished_run, capsys):
@@ -916,3 +919,13 @@ def test_an_int8_export_is_checked_on_images_it_was_not_calibrated_on(tmp_path, 
     checked = pool[::5]
     assert report["images"] == len(checked) == 64 and len(calibration) == 256
     assert not any(torch.equal(image, seen) for image in checked for seen in calibration)
+
+
+def test_the_predictor_refuses_settings_that_would_answer_something_else(capsys):
+    from resnets.deploy import Predictor
+
+    predictor = Predictor.load("resnet20", pretrained=True)
+    with pytest.raises(ValueError, match="val_fraction=2.0 must lie between 0 and 1"):
+        predictor.evaluate_data(SAMPLE, split="val", val_fraction=2.0)  # would score every image as "held out"
+    with pytest.raises(ValueError, match="topk=-1 must be a whole number from 1"):
+        predictor.predict_files([str(SAMPLE)], topk=-1)

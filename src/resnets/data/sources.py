@@ -423,6 +423,8 @@ def stratified_split(data: ImageSet, val_fraction: float = 0.1, seed: int = 0) -
     Example:
         >>> train, val = stratified_split(cifar10_train)  # 45,000 / 5,000, 500 per class
     """
+    if not 0 < val_fraction < 1:  # 2.0 would hold out everything and score the training images as "val"
+        raise ValueError(f"val_fraction={val_fraction} must lie between 0 and 1")
     generator = torch.Generator().manual_seed(seed)
     train_parts, val_parts = [], []
     for label in range(len(data.classes)):

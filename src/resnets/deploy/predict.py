@@ -146,6 +146,8 @@ class Predictor:
         """
         if isinstance(files, str | os.PathLike):  # one path, not the characters of its name
             files = [files]
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"topk={topk!r} must be a whole number from 1")
         results: list[dict[str, Any]] = []
         named = [image for file in files for image in _image_files(str(file))]
         with steady_host_memory(torch.device("cpu")):  # each batch reuses the last one's freed memory

@@ -360,6 +360,8 @@ class RunFolder:
     def metrics(self) -> list[dict[str, Any]]:
         """The metrics records, oldest first."""
         if not self.metrics_path.is_file():
+            if self.config_path.is_file():  # a run that has begun: it writes its first record after its first epoch
+                raise RunFolderError(f"{self.path}: no epoch has finished yet (no {METRICS})")
             raise RunFolderError(f"{self.metrics_path}: no metrics (is {self.path} a run folder of `resnets train`?)")
         try:
             lines = self.metrics_path.read_text().splitlines()
