@@ -253,6 +253,7 @@ def test_cifar_pickles_with_bad_labels_or_meta(tmp_path, labels, meta, message):
     [
         (["bench", "resnet20", "--batch-size", "0"], "--batch-size: 0 is below 1"),
         (["bench", "resnet20", "--plot", "speed.txt"], "--plot speed.txt: .txt is not a figure format"),
+        (["models", "ResNet50"], "unknown model 'ResNet50'; did you mean resnet50"),
         (["plot", "runs/r20", "--out", "curves.txt"], "--out curves.txt: .txt is not a figure format"),
         (["bench", "resnet20", "--iters", "0"], "--iters: 0 is below 1"),
         (["bench", "resnet20", "--warmup", "x"], "'x' is not an integer"),

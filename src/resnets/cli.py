@@ -117,6 +117,8 @@ def cmd_models(args: argparse.Namespace) -> None:
     from resnets.models import get_entry, list_models
 
     names = list_models(args.pattern)
+    if not names and args.pattern and not any(c in args.pattern for c in "*?["):
+        get_entry(args.pattern)  # a name, not a pattern: the registry's own error suggests the names it resembles
     if not names:
         raise CliError(f"no model matches {args.pattern!r}")
     if not (args.json or args.markdown):
