@@ -103,6 +103,21 @@ def test_keras_applications_weights_give_keras_outputs(keras_dir, keras_name, ou
     np.testing.assert_allclose(logits(model, x), expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("keras_name, ours", [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2")])
+def test_keras_weights_read_rgb_images_as_keras_preprocess_input_does(tmp_path, keras_dir, keras_name, ours):
+    from resnets.weights.pretrained import load_trained
+
+    # what predict and eval do with an RGB image in 0..1: the file's own normalization, from its metadata
+    converted = tmp_path / f"{ours}.safetensors"
+    resnets.convert(keras_dir / f"{keras_name}.h5", converted, ours)
+    model, card = load_trained(converted)
+    image = torch.from_numpy(np.load(keras_dir / "input.npy")).permute(0, 3, 1, 2)
+    normalized = (image - torch.tensor(card.mean).view(1, 3, 1, 1)) / torch.tensor(card.std).view(1, 3, 1, 1)
+    expected = np.load(keras_dir / f"{keras_name}.preprocessed_logits.npy")  # Keras on preprocess_input(image * 255)
+    scale = max(1.0, float(np.abs(expected).max()))  # v1's 0..255 inputs make its logits large
+    np.testing.assert_allclose(logits(model, normalized), expected, rtol=0, atol=1e-4 * scale)
+
+
 @pytest.mark.parametrize("file", ["paddle_resnet50", "caffe_resnet50"])
 def test_paddle_weights_give_paddle_outputs(paddle_dir, file):
     x = torch.from_numpy(np.load(paddle_dir / "input.npy"))

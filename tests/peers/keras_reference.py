@@ -37,4 +37,8 @@ for name in ("ResNet50", "ResNet50V2"):
     model.save(out / f"{name}.h5")
     model.save(out / f"{name}.keras")
     np.save(out / f"{name}.logits.npy", model.predict(x, verbose=0))
+    # what Keras users feed it: an RGB image in 0..255 through the net's own preprocess_input (v1: caffe, BGR less the
+    # ImageNet mean; V2: scaled to -1..1)
+    family = keras.applications.resnet_v2 if name.endswith("V2") else keras.applications.resnet
+    np.save(out / f"{name}.preprocessed_logits.npy", model.predict(family.preprocess_input(x * 255.0), verbose=0))
 print("ok")

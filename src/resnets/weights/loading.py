@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from resnets.atomic import atomic_write
-from resnets.weights.mapping import from_caffe, from_keras, from_paddle, naming_of
+from resnets.weights.mapping import from_caffe, from_keras, from_paddle, keras_preprocessing, naming_of
 from resnets.weights.readers import (
     WeightsError,
     detect_format,
@@ -41,7 +41,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     metadata = {"source_format": fmt, "source_file": path.name}
     if fmt in ("keras_h5", "keras_zip"):
         try:
-            return from_keras(read_keras(path, fmt)), metadata
+            layers = read_keras(path, fmt)
+            return from_keras(layers), {**metadata, **keras_preprocessing(layers)}
         except WeightsError as error:
             raise WeightsError(f"{path}: {error}") from None
     if fmt == "safetensors":

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -126,6 +127,21 @@ def _keras_layer_target(layer: str, preact: bool) -> str | None:
         return prefix + "bn1"
     # V2 numbers its norms after the pre-activation one: `_1_bn` is our bn2.
     return prefix + (f"conv{position}" if kind == "conv" else f"bn{int(position) + preact}")
+
+
+def keras_preprocessing(layers: dict[str, list[np.ndarray]]) -> dict[str, str]:
+    """The input a keras.applications ResNet was trained on, as weights metadata: V2 nets take RGB scaled to -1..1
+    ("tf" mode); v1 nets BGR in 0..255 less the ImageNet mean ("caffe" mode), which is RGB with that mean and a
+    1/255 scale once the stem's input channels are reversed (`channel_order` "bgr": `load_trained` reverses them).
+
+    Example:
+        >>> keras_preprocessing(read_keras(Path("ResNet50V2.h5"), "keras_h5"))["mean"]
+        '[0.5, 0.5, 0.5]'
+    """
+    if any(name.endswith("_preact_bn") for name in layers):
+        return {"mean": json.dumps([0.5] * 3), "std": json.dumps([0.5] * 3)}
+    caffe_mean_rgb = [123.68 / 255, 116.779 / 255, 103.939 / 255]
+    return {"mean": json.dumps(caffe_mean_rgb), "std": json.dumps([1 / 255] * 3), "channel_order": "bgr"}
 
 
 def from_keras(layers: dict[str, list[np.ndarray]]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from resnets.models import ResNet, get_config, get_entry
 from resnets.models import create_model as build_model
 from resnets.weights.loading import apply_state_dict, load_weights, read_state_dict
@@ -179,4 +181,7 @@ def load_trained(
         )
     model = build_model(model_name, num_classes=num_classes, **card.model_overrides)
     apply_state_dict(model, tensors, path)
+    if meta.get("channel_order") == "bgr":  # a Keras v1 net: reverse the stem's input channels to take RGB
+        with torch.no_grad():
+            model.conv1.weight.copy_(model.conv1.weight.flip(1))
     return model, card
