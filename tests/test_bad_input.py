@@ -930,3 +930,11 @@ def test_the_predictor_refuses_settings_that_would_answer_something_else(capsys)
         predictor.evaluate_data(SAMPLE, split="val", val_fraction=2.0)  # would score every image as "held out"
     with pytest.raises(ValueError, match="topk=-1 must be a whole number from 1"):
         predictor.predict_files([str(SAMPLE)], topk=-1)
+
+
+def test_bench_names_a_peer_it_gives_no_row_for():
+    from resnets.bench.timing import Mode, build_steps
+
+    with pytest.warns(UserWarning, match="peer openvino: an inference runtime on the CPU; no row for training"):
+        steps = build_steps("resnet20", 2, Mode.TRAIN, ["fp32"], False, False, torch.device("cpu"), ["openvino"])
+    assert len(steps) == 1  # ours alone

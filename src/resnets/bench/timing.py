@@ -209,11 +209,16 @@ def build_steps(
         elif dtype != Precision.INT8:
             model = create_model(model_name)
             steps.append(_torch_step("resnets", model, x, mode, dtype, channels_last, bool(compile_model)))
+        else:  # a row asked for and not given is named, not dropped unsaid
+            warnings.warn(f"{model_name}: int8 is an inference precision; no {mode} row for it", stacklevel=2)
     for peer in peers:
         if peer in ("onnxruntime", "openvino"):
             if mode == Mode.INFER and device.type == "cpu":
                 build = _onnxruntime_peer if peer == "onnxruntime" else _openvino_peer
                 steps.append(build(_peer_model(peer, model_name), x))
+            else:
+                where = "training" if mode != Mode.INFER else f"a {device.type} device"
+                warnings.warn(f"peer {peer}: an inference runtime on the CPU; no row for {where}", stacklevel=2)
             continue
         steps.append(_torch_step(peer, _peer_model(peer, model_name), x, mode, Precision.FP32, False))
         if peer == "torchvision" and Precision.BF16 in dtypes:
