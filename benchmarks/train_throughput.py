@@ -122,11 +122,12 @@ def make_cifar_pickles(root: Path, copies: int = 4) -> Path:
     train_set, _ = load_dataset(SAMPLE)
     data = train_set.images.reshape(len(train_set.labels), -1).numpy()
     root.mkdir(parents=True, exist_ok=True)
-    batches = {
-        "data_batch_1": {"data": np.concatenate([data] * copies), "labels": train_set.labels.tolist() * copies},
-        "test_batch": {"data": data[:100], "labels": train_set.labels[:100].tolist()},
-        "batches.meta": {"label_names": train_set.classes},
-    }
+    images, labels = np.concatenate([data] * copies), np.array(train_set.labels.tolist() * copies)
+    parts = zip(range(1, 6), np.array_split(images, 5), np.array_split(labels, 5), strict=True)
+    # CIFAR-10's layout in full: five training batches, a test batch, the class names
+    batches = {f"data_batch_{number}": {"data": part, "labels": names.tolist()} for number, part, names in parts}
+    batches["test_batch"] = {"data": data[:100], "labels": train_set.labels[:100].tolist()}
+    batches["batches.meta"] = {"label_names": train_set.classes}
     for name, content in batches.items():
         (root / name).write_bytes(pickle.dumps(content))
     return root
