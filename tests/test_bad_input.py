@@ -368,7 +368,7 @@ def test_overwrite_with_a_bad_model_setting_keeps_the_old_run(tmp_path, finished
         (["export", "--model", "resnet20", "--pretrained", "--format", "onnx", "--out", "SAME/x.onnx"], "is a file"),
         (["convert", "SAME", "SAME/sub/w.safetensors", "--model", "resnet20"], "w.safetensors: cannot write there"),
         (["convert", "SAME", "READONLY", "--model", "resnet20"], "READONLY: is read-only; make it writable"),
-        (["plot", "RUN", "--out", "READONLY"], "READONLY: is read-only"),
+        (["plot", "RUN", "--out", "READONLY_PNG"], "READONLY_PNG: is read-only"),
         ([*TRAIN, "--data", str(SAMPLE), "--out", "SAME/run"], "cannot be made: SAME is a file, not a folder"),
         (["plot", "RUN", "--out", "SAME/curves.png"], "curves.png: cannot write there: SAME is a file"),
         (  # refused before any training, not after it
@@ -385,10 +385,15 @@ def test_outputs_that_would_clobber_or_say_nothing_are_refused(tmp_path, finishe
     read_only = tmp_path / "kept.safetensors"
     read_only.write_bytes(b"the user's file")
     read_only.chmod(0o444)  # a rename would replace it (even without root); a plain open() would not
+    read_only_png = tmp_path / "kept.png"  # a figure's name: refused for being read-only, not for its format
+    read_only_png.write_bytes(b"the user's figure")
+    read_only_png.chmod(0o444)
     paths = {"SAME": str(same), "DIR": str(folder), "RUN": str(finished_run), "READONLY": str(read_only)}
+    paths["READONLY_PNG"] = str(read_only_png)
     before = snapshot(tmp_path)
     assert run([paths.get(a, a.replace("SAME/", f"{same}/")) for a in argv]) == 2
-    one_line_error(capsys, message.replace("SAME", str(same)).replace("READONLY", str(read_only)))
+    message = message.replace("READONLY_PNG", str(read_only_png)).replace("READONLY", str(read_only))
+    one_line_error(capsys, message.replace("SAME", str(same)))
     assert snapshot(tmp_path) == before and not any(folder.iterdir())
 
 
