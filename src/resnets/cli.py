@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from resnets.train.recipes import Recipe
 
 from resnets.atomic import check_figure_path
-from resnets.errors import SKIP_HINT, ResnetsError, first_line
+from resnets.errors import RESET_CLASSIFIER_HINT, SKIP_HINT, ResnetsError, first_line
 
 EXAMPLES = {
     "models": """examples:
@@ -638,7 +638,7 @@ API_HINTS = {
 def _as_flags(message: str, args: argparse.Namespace) -> str:
     if not hasattr(args, "skip_bad_images"):  # a hint at a flag this command lacks would only mislead
         message = message.replace(f" ({SKIP_HINT})", "")
-    message = message.replace("; pass reset_classifier=True to load all but the classifier", "")  # API only
+    message = message.replace(f"; {RESET_CLASSIFIER_HINT}", "")  # an argument of the API only
     for argument, flag in API_HINTS.items():
         message = message.replace(argument, flag)
     return message

@@ -2,6 +2,8 @@
 
 # Ends an unreadable image's message; the command line names the flag instead, on the commands that have it.
 SKIP_HINT = "skip_bad_images=True to go on without it"
+# Ends a classifier-size mismatch; an argument of the API only, so the command line leaves it out.
+RESET_CLASSIFIER_HINT = "pass reset_classifier=True to load all but the classifier"
 
 
 class ResnetsError(Exception):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from resnets.atomic import atomic_write
+from resnets.errors import RESET_CLASSIFIER_HINT
 from resnets.weights.mapping import from_caffe, from_keras, from_paddle, keras_preprocessing, naming_of
 from resnets.weights.readers import (
     WeightsError,
@@ -85,7 +86,7 @@ def _check(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, reset
             classes = tensors["fc.weight"].shape[0]
             raise WeightsError(
                 f"{path}: has {classes} classes but model {_describe(model)} has {expected['fc.weight'].shape[0]};"
-                " pass reset_classifier=True to load all but the classifier"
+                f" {RESET_CLASSIFIER_HINT}"
             )
         tensors = {k: v for k, v in tensors.items() if k not in CLASSIFIER_KEYS}
         for key in CLASSIFIER_KEYS:

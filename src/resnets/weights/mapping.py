@@ -129,6 +129,11 @@ def _keras_layer_target(layer: str, preact: bool) -> str | None:
     return prefix + (f"conv{position}" if kind == "conv" else f"bn{int(position) + preact}")
 
 
+def _is_preact(layers: dict[str, list[np.ndarray]]) -> bool:
+    """A Keras ResNetV2 (pre-activation) file: its blocks carry `*_preact_bn` layers."""
+    return any(name.endswith("_preact_bn") for name in layers)
+
+
 def keras_preprocessing(layers: dict[str, list[np.ndarray]]) -> dict[str, str]:
     """The input a keras.applications ResNet was trained on, as weights metadata: V2 nets take RGB scaled to -1..1
     ("tf" mode); v1 nets BGR in 0..255 less the ImageNet mean ("caffe" mode), which is RGB with that mean and a
@@ -138,7 +143,7 @@ def keras_preprocessing(layers: dict[str, list[np.ndarray]]) -> dict[str, str]:
         >>> keras_preprocessing(read_keras(Path("ResNet50V2.h5"), "keras_h5"))["mean"]
         '[0.5, 0.5, 0.5]'
     """
-    if any(name.endswith("_preact_bn") for name in layers):
+    if _is_preact(layers):
         return {"mean": json.dumps([0.5] * 3), "std": json.dumps([0.5] * 3)}
     caffe_mean_rgb = [123.68 / 255, 116.779 / 255, 103.939 / 255]
     return {"mean": json.dumps(caffe_mean_rgb), "std": json.dumps([1 / 255] * 3), "channel_order": "bgr"}
@@ -146,7 +151,7 @@ def keras_preprocessing(layers: dict[str, list[np.ndarray]]) -> dict[str, str]:
 
 def from_keras(layers: dict[str, list[np.ndarray]]) -> dict[str, torch.Tensor]:
     """keras.applications ResNet50/101/152 and ResNet50V2/101V2/152V2 weights, per Keras layer name."""
-    preact = any(name.endswith("_preact_bn") for name in layers)
+    preact = _is_preact(layers)
     out: dict[str, torch.Tensor] = {}
     for layer, arrays in layers.items():
         target = _keras_layer_target(layer, preact)

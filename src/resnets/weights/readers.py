@@ -114,14 +114,12 @@ def load_plain_torch(path: Path) -> Any:
             ) from None
         found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
         reason = f"damaged pickle data: {found.group(1).strip()}" if found else first_line(error, 160)
-    except RuntimeError as error:
-        if "central directory" in str(error) or "PytorchStreamReader" in str(error):
-            reason = "its zip archive is incomplete or damaged"
-        else:
-            reason = f"{type(error).__name__}: {first_line(error, 160)}"
-    except (EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:
         # a text or other non-pickle file fails inside the unpickler as KeyError: <its first byte>
         reason = f"{type(error).__name__}: {first_line(error, 160)}" if str(error).strip() else type(error).__name__
+        zip_reader = ("central directory", "PytorchStreamReader")  # torch's zip reader on a file cut short
+        if isinstance(error, RuntimeError) and any(words in str(error) for words in zip_reader):
+            reason = "its zip archive is incomplete or damaged"
     raise WeightsError(f"{path}: unreadable or truncated PyTorch file ({reason})")
 
 
