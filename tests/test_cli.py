@@ -91,3 +91,31 @@ def test_a_ctrl_c_while_torch_loads_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["models"]) == 130
     assert capsys.readouterr().err == "resnets: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast", "images"),
+    [
+        (["--fast", "cat.png"], "auto", ["cat.png"]),  # a bare --fast before an image: the automatic choice
+        (["--fast", "int8", "cat.png"], "int8", ["cat.png"]),
+        (["--fast=fp32", "cat.png"], "fp32", ["cat.png"]),
+        (["cat.png", "--fast"], "auto", ["cat.png"]),
+    ],
+)
+def test_predict_fast_reads_a_following_image_as_an_image(monkeypatch, flags, fast, images):
+    seen = {}
+
+    def record(args):
+        seen.update(fast=args.fast, images=args.images)
+        raise cli.CliError("recorded")
+
+    monkeypatch.setattr(cli, "_predictor", record)
+    assert main(["predict", "--model", "resnet20", "--pretrained", *flags]) == 2
+    assert seen == {"fast": fast, "images": images}
+
+
+def test_predict_fast_with_a_mistyped_precision_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["predict", "--model", "resnet20", "--pretrained", "--fast", "int9", "cat.png"])
+    assert exit_status.value.code == 2
+    assert "invalid choice: 'int9'" in capsys.readouterr().err

@@ -644,6 +644,30 @@ def _as_flags(message: str, args: argparse.Namespace) -> str:
     return message
 
 
+def _fast_without_value(argv: list[str]) -> list[str]:
+    """`predict --fast cat.png` means the automatic choice for cat.png: argparse would read the image as the
+    precision (`--fast` takes an optional value) and refuse it, so the value is written out where a path follows
+    (a mistyped precision, `--fast int9`, is still refused by name)."""
+    from resnets.deploy.optimize import PRECISIONS
+    from resnets.hardware import Precision
+
+    precisions = {str(p) for p in (Precision.AUTO, *PRECISIONS)}
+    out: list[str] = []
+    for index, token in enumerate(argv):
+        out.append(token)
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if token == "--fast" and following is not None and following not in precisions and _looks_like_path(following):
+            out.append(str(Precision.AUTO))
+        if token == "--":
+            out.extend(argv[index + 1 :])
+            break
+    return out
+
+
+def _looks_like_path(token: str) -> bool:
+    return not token.startswith("-") and ("." in token or os.sep in token or Path(token).exists())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `resnets` command; returns the exit status."""
     # A library's warning is one line of ours, not a stack of source lines and its own traceback-like dump.
@@ -651,8 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Inductor's first compile logs that this CPU machine has no CUDA runtime: true, and nothing to act on.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
-        args = build_parser().parse_args(argv)  # the parser imports torch: a Ctrl-C may land here
-    except KeyboardInterrupt:
+        args = build_parser().parse_args(_fast_without_value(sys.argv[1:] if argv is None else list(argv)))
+    except KeyboardInterrupt:  # the parser imports torch: a Ctrl-C may land here
         print("resnets: interrupted", file=sys.stderr)
         return 130
     try:
