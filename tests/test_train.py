@@ -158,7 +158,7 @@ def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
     assert metrics["loss"] == pytest.approx(final["val_loss"], rel=1e-4)
 
 
-def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_it_was(tmp_path, monkeypatch):
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_it_was(tmp_path, monkeypatch, capsys):
     from resnets.errors import WriteError
     from resnets.train import checkpoint
 
@@ -166,6 +166,12 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_i
     run = tmp_path / "run"
     train("resnet20", SAMPLE, run, tiny_recipe(epochs=2), stop_after_steps=20, **kwargs)  # inside epoch 2
     before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+    capsys.readouterr()
+    # stopped mid-epoch: status says the step --resume goes on from, past the last record (epoch 1, step 15)
+    assert main(["status", str(run)]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"{run}: stopped at step 20 of 30 (1 of 2 epochs and 5 steps): validation top-1 "
+    )
 
     def disk_full(payload, path):
         Path(path).write_bytes(b"partial")
@@ -177,10 +183,13 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_i
     message = str(error.value)
     assert "checkpoint.pt: could not be written (" in message and "the last good checkpoint is kept" in message
     assert len(message.splitlines()) == 1
-    # the epoch whose checkpoint failed is not in metrics.jsonl either: `status` still says epoch 1
+    # the epoch whose checkpoint failed is not in metrics.jsonl either: `status` still says step 20
     assert {name: (run / name).read_bytes() for name in before} == before
-    assert not (run / "model.safetensors").exists() and not list(run.glob(".*.tmp"))
     monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["status", str(run)]) == 0
+    assert "stopped at step 20 of 30 (1 of 2 epochs and 5 steps)" in capsys.readouterr().out
+    assert not (run / "model.safetensors").exists() and not list(run.glob(".*.tmp"))
     train("resnet20", SAMPLE, run, tiny_recipe(epochs=2), resume=True, **kwargs)
     assert [row["epoch"] for row in read_metrics(run)] == [1, 2]
 

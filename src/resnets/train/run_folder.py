@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 import time
 import warnings
@@ -285,7 +286,28 @@ class RunFolder:
             return f"finished at step {last['step']:,}: {figure}; {hardware}"
         where = f"epoch {round(last['epoch'], 1):g} of {round(epochs, 1):g} (step {last['step']:,} of {total:,})"
         state = f"training now (process {holder}), last checkpoint after" if holder is not None else "stopped after"
-        return f"{state} {where}: {figure}; {hardware}{_time_left(rows, total, latest.get('from_step', 0))}"
+        step = self._checkpoint_step()
+        if step is not None and step > last["step"] and steps_per_epoch:  # stopped mid-epoch, past its last record
+            done, position = divmod(step, round(steps_per_epoch))
+            where = f"step {step:,} of {total:,} ({done} of {round(epochs, 1):g} epochs and {position:,} steps)"
+            state = state.replace(" after", " at")
+            figure += f" after epoch {round(last['epoch'], 1):g}"
+        else:
+            step = last["step"]
+        return f"{state} {where}: {figure}; {hardware}{_time_left(rows, total, step, latest.get('from_step', 0))}"
+
+    def _checkpoint_step(self) -> int | None:
+        """The step `--resume` goes on from, read from the checkpoint without its tensors (None without a readable
+        one): a run stopped mid-epoch is past its last metrics record."""
+        if not self.checkpoint_path.is_file():
+            return None
+        import torch  # status reads only JSON otherwise
+
+        try:
+            payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+            return int(payload["state"]["step"])
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+            return None
 
     def weights_card(self) -> WeightsMetadata:
         """What the run's weights file will say of itself (net, settings, classes, input size, normalization), read
@@ -430,7 +452,7 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:
+def _time_left(rows: list[dict[str, Any]], total: int, step: int, since_step: int) -> str:
     """The steps left at the fastest pace of the last five records on the latest hardware (from `since_step`;
     training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs slower. A
     record's seconds cover its `timed_steps` (a resumed epoch's steps after the resume; older runs lack the field)."""
@@ -440,9 +462,9 @@ def _time_left(rows: list[dict[str, Any]], total: int, since_step: int) -> str:
         if steps > 0 and row["step"] > since_step and row.get("epoch_seconds", 0.0) > 0:
             paces.append(row["epoch_seconds"] / steps)
     paces = paces[-5:]
-    if not paces or total <= rows[-1]["step"]:
+    if not paces or total <= step:
         return ""
-    hours = (total - rows[-1]["step"]) * min(paces) / 3600
+    hours = (total - step) * min(paces) / 3600
     return f"; at least {hours:.1f} h of training left (at its fastest recent pace)"
 
 
