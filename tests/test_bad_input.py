@@ -646,7 +646,9 @@ def test_a_finished_run_that_goes_on_no_longer_stands_for_its_old_weights(tmp_pa
     assert not (run / "model.safetensors").exists()
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
     assert main(["status", str(run)]) == 0
-    assert "stopped after epoch 1 of 2" in capsys.readouterr().out
+    status = capsys.readouterr().out  # where --resume goes on: one step into the second epoch
+    assert f"stopped at step {steps + 1:,} of {2 * steps:,} (1 of 2 epochs and 1 step): " in status
+    assert status.rstrip().endswith("at least 1 min of training left (at its fastest recent pace)")
     assert main(resume) == 0
     metadata = load_weights(create_model("resnet20", depth=8, num_classes=10), run / "model.safetensors")
     assert metadata["steps"] == str(2 * steps)

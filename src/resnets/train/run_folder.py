@@ -289,7 +289,8 @@ class RunFolder:
         step = self._checkpoint_step()
         if step is not None and step > last["step"] and steps_per_epoch:  # stopped mid-epoch, past its last record
             done, position = divmod(step, round(steps_per_epoch))
-            where = f"step {step:,} of {total:,} ({done} of {round(epochs, 1):g} epochs and {position:,} steps)"
+            steps = f"{position:,} step" + ("s" if position != 1 else "")
+            where = f"step {step:,} of {total:,} ({done} of {round(epochs, 1):g} epochs and {steps})"
             state = state.replace(" after", " at")
             figure += f" after epoch {round(last['epoch'], 1):g}"
         else:
@@ -464,8 +465,9 @@ def _time_left(rows: list[dict[str, Any]], total: int, step: int, since_step: in
     paces = paces[-5:]
     if not paces or total <= step:
         return ""
-    hours = (total - step) * min(paces) / 3600
-    return f"; at least {hours:.1f} h of training left (at its fastest recent pace)"
+    seconds = (total - step) * min(paces)
+    left = f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{max(1, round(seconds / 60))} min"  # not "0.0 h"
+    return f"; at least {left} of training left (at its fastest recent pace)"
 
 
 def _rounded(value: Any) -> Any:
