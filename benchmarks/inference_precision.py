@@ -47,6 +47,11 @@ def main() -> None:
         predictor = Predictor.load(
             name, pretrained=source == "pretrained", weights=None if source == "pretrained" else source
         )
+        if predictor.held_out_fraction == 0:
+            parser.error(
+                f"--model {spec}: trained on every image (--val-fraction 0), so the validation split is not held "
+                "out from it; pass the weights of a run that held it out (NAME=RUN/model.safetensors)"
+            )
         mean, std = predictor.mean, predictor.std
         val_images = normalize(val_split.images, mean, std)
         calibration = normalize(train_split.images[:: len(train_split) // 256][:256], mean, std)
