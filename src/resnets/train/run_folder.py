@@ -454,9 +454,10 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def _time_left(rows: list[dict[str, Any]], total: int, step: int, since_step: int) -> str:
-    """The steps left at the fastest pace of the last five records on the latest hardware (from `since_step`;
-    training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs slower. A
-    record's seconds cover its `timed_steps` (a resumed epoch's steps after the resume; older runs lack the field)."""
+    """The steps left after `step` at the fastest pace of the last five records on the latest hardware (from
+    `since_step`; training time, evaluation aside): a record that spans a pause (SIGSTOP, a shared core) only runs
+    slower. A record's seconds cover its `timed_steps` (a resumed epoch's steps after the resume; older runs lack the
+    field)."""
     paces, previous_step = [], 0
     for row in rows:
         steps, previous_step = row.get("timed_steps", row["step"] - previous_step), row["step"]
