@@ -452,15 +452,19 @@ def _trained_weights_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--json", action="store_true")
 
 
-def _fast_flag(command: argparse.ArgumentParser) -> None:
+def _fast_choices() -> list[str]:
     from resnets.deploy.optimize import PRECISIONS
     from resnets.hardware import Precision
 
+    return [str(p) for p in (Precision.AUTO, *PRECISIONS)]
+
+
+def _fast_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--fast",
         nargs="?",
         const="auto",
-        choices=[str(p) for p in (Precision.AUTO, *PRECISIONS)],
+        choices=_fast_choices(),
         help="the optimized path (folded BN, inductor, int8 or bf16); auto keeps the fastest that agrees with "
         "fp32 on >= 98%% of calibration images",
     )
@@ -648,16 +652,13 @@ def _fast_without_value(argv: list[str]) -> list[str]:
     """`predict --fast cat.png` means the automatic choice for cat.png: argparse would read the image as the
     precision (`--fast` takes an optional value) and refuse it, so the value is written out where a path follows
     (a mistyped precision, `--fast int9`, is still refused by name)."""
-    from resnets.deploy.optimize import PRECISIONS
-    from resnets.hardware import Precision
-
-    precisions = {str(p) for p in (Precision.AUTO, *PRECISIONS)}
+    precisions = set(_fast_choices())
     out: list[str] = []
     for index, token in enumerate(argv):
         out.append(token)
         following = argv[index + 1] if index + 1 < len(argv) else None
         if token == "--fast" and following is not None and following not in precisions and _looks_like_path(following):
-            out.append(str(Precision.AUTO))
+            out.append("auto")  # the flag's const
         if token == "--":
             out.extend(argv[index + 1 :])
             break
