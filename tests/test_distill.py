@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,19 @@ def test_val_fraction_zero_trains_on_every_image(tmp_path):
     weights = str(folder / "model.safetensors")
     with pytest.warns(UserWarning, match=r"trained on every image \(--val-fraction 0\)"):
         assert main(["eval", "--model", "resnet20", "--weights", weights, "--data", str(SAMPLE), "--split", "val"]) == 0
+
+
+def test_an_ensemble_with_a_member_trained_on_every_image_says_its_val_figure_is_a_training_figure(tmp_path):
+    # The shipped resnet20 trained on all 50,000 images (--val-fraction 0); resnet32 and resnet44 held 5,000 out.
+    assert pretrained_for("resnet20").path.is_file()
+    assert load_trained(pretrained_for("resnet20").path)[1].extra["recipe_fields"].count('"val_fraction": 0.0') == 1
+    argv = ["eval", "--pretrained", "--data", str(SAMPLE), "--split", "val", "--cache-dir", str(tmp_path)]
+    for members in ("resnet32,resnet20", "resnet20,resnet32"):
+        with pytest.warns(UserWarning, match=r"trained on every image \(--val-fraction 0\)"):
+            assert main([*argv, "--model", members]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main([*argv, "--model", "resnet32,resnet44"]) == 0
 
 
 def test_a_distilled_run_resumes_exactly(tmp_path, teacher_file):

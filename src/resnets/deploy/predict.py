@@ -97,9 +97,14 @@ class Predictor:
 
         if not pretrained:
             raise ValueError(f"model={names!r}: several nets are evaluated from their shipped weights (pretrained)")
-        first = cls.load(names.split(",")[0].strip(), pretrained=True)
+        members = [name.strip() for name in names.split(",")]
+        first = cls.load(members[0], pretrained=True)
         card = dict(classes=first.classes, mean=first.mean, std=first.std, image_size=first.image_size)
-        return dataclasses.replace(first, model=load_teacher(names, **card, named_by="model="))
+        ensemble = dataclasses.replace(first, model=load_teacher(names, **card, named_by="model="))
+        # The ensemble has seen every image that any member trained on: one member on all of them is enough.
+        if any(_shipped_val_fraction(name) == 0 for name in members[1:]):
+            ensemble.held_out_fraction = 0.0
+        return ensemble
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""
@@ -235,8 +240,20 @@ class Predictor:
 
 def _recorded_val_fraction(card: WeightsMetadata) -> float | None:
     """The --val-fraction that `resnets train` recorded in the weights' metadata; None for files from elsewhere."""
+    return _val_fraction_in(card.extra)
+
+
+def _shipped_val_fraction(name: str) -> float | None:
+    """The --val-fraction a shipped file was trained with, from its metadata alone (no tensors read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(pretrained_for(name).path), framework="pt") as file:
+        return _val_fraction_in(file.metadata() or {})
+
+
+def _val_fraction_in(metadata: dict[str, str]) -> float | None:
     try:
-        return float(json.loads(card.extra["recipe_fields"])["val_fraction"])
+        return float(json.loads(metadata["recipe_fields"])["val_fraction"])
     except (KeyError, TypeError, ValueError):
         return None
 

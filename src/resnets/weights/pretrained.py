@@ -59,19 +59,22 @@ def _zoo_run(net: str, sha256: str, top1: float, top5: float) -> Pretrained:
     )
 
 
-# Weights made by `resnets train` on the 45,000-image training split of CIFAR-10 (5,000 held out, seed 0).
+# Weights made by `resnets train` on CIFAR-10: resnet32, resnet44 and resnet56 on the 45,000-image training split
+# (5,000 held out, seed 0); resnet20 on all 50,000, its recipe chosen and measured on that split first.
 PRETRAINED: dict[str, Pretrained] = {
     "resnet20": Pretrained(
         model="resnet20",
         file="resnet20-cifar10.safetensors",
-        sha256="45296c191a4f8288d039cf2cc5b156a8da4c65c7704ee5c49cddf87c8b3d42d6",
+        sha256="57983775aeb0b8bc637a6f20924140a6967346177cb9f04295f66b8ca601d91e",
         num_classes=10,
-        # Distilled from the mean of the shipped resnet32, resnet44 and resnet56. Held-out 5,000, fp32, averaged over a
-        # horizontal flip (91.30% top-1 without it); docs/results/resnet20-cifar10
-        metrics={"val_top1": 0.9184, "val_top5": 0.9976},
+        # Distilled from the mean of the shipped resnet32, resnet44 and resnet56, on every image (--val-fraction 0): its
+        # "val" figure (fp32, flip-averaged; 92.54% one view) is on images it trained on, kept so that the file is
+        # checked to evaluate as it did. The recipe's held-out measure is its 45k/5k run: 91.30%, 91.84% flip-averaged
+        # (docs/results/resnet20-45k-ensemble-distilled); this run in docs/results/resnet20-cifar10
+        metrics={"val_top1": 0.9318, "val_top5": 0.9974},
         command=(
             "resnets train --model resnet20 --data cifar10-train-jpg.tar.gz --recipe cifar-fast --epochs 150 "
-            "--cutout 16 --teacher resnet32,resnet44,resnet56 --out RUN"
+            "--cutout 16 --teacher resnet32,resnet44,resnet56 --val-fraction 0 --out RUN"
         ),
     ),
     # The zoo depth runs; held-out 5,000, fp32, averaged over a horizontal flip (one view: 91.02%, 91.00%, 91.88%).
