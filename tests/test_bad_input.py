@@ -266,6 +266,8 @@ def test_cifar_pickles_with_bad_labels_or_meta(tmp_path, labels, meta, message):
             "name it x.pt",
         ),
         (["eval", "--model", "resnet20", "--pretrained", "--data", "missing/"], "no such file or folder"),
+        (["eval", "--model", ",resnet20", "--pretrained", "--data", "x/"], "model=,resnet20: an empty name between"),
+        (["predict", "--model", "resnet32,resnet32", "--pretrained", "x.png"], "names a net twice"),
     ],
 )
 def test_command_options_give_one_line(capsys, argv, message):

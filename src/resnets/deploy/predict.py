@@ -93,11 +93,11 @@ class Predictor:
         """Several shipped nets answering as one, the mean of their logits: the teacher `resnets train --teacher`
         distils from, measured on its own. Preprocessing comes from the first; each net reads the batch through its
         own normalization."""
-        from resnets.train.distill import load_teacher  # the ensemble is the distillation teacher's
+        from resnets.train.distill import load_teacher, split_teachers  # the ensemble is the distillation teacher's
 
         if not pretrained:
             raise ValueError(f"model={names!r}: several nets are evaluated from their shipped weights (pretrained)")
-        members = [name.strip() for name in names.split(",")]
+        members = split_teachers(names, named_by="model=")
         first = cls.load(members[0], pretrained=True)
         card = dict(classes=first.classes, mean=first.mean, std=first.std, image_size=first.image_size)
         ensemble = dataclasses.replace(first, model=load_teacher(names, **card, named_by="model="))

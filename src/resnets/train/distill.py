@@ -135,14 +135,25 @@ def load_teacher(
         >>> load_teacher("resnet32,resnet44,resnet56", classes=cifar_classes, mean=mean, std=std, image_size=32)
     """
     kw = dict(classes=classes, mean=mean, std=std, image_size=image_size, named_by=named_by)
-    specs = [part.strip() for part in spec.split(",")]
+    specs = split_teachers(spec, named_by=named_by)
     if len(specs) == 1:
-        return _load_one_teacher(spec, **kw)
-    if not all(specs):
-        raise ValueError(f"{named_by}{spec}: an empty name between commas")
-    if len(set(specs)) < len(specs):
-        raise ValueError(f"{named_by}{spec}: names a teacher twice")
+        return _load_one_teacher(specs[0], **kw)
     return TeacherEnsemble([_load_one_teacher(part, **kw) for part in specs])
+
+
+def split_teachers(spec: str, *, named_by: str = "--teacher ") -> list[str]:
+    """The nets a comma-separated teacher spec names, each once; an empty name or a repeated one is refused.
+
+    Example:
+        >>> split_teachers("resnet32, resnet44")
+        ['resnet32', 'resnet44']
+    """
+    specs = [part.strip() for part in spec.split(",")]
+    if not all(specs):
+        raise ValueError(f"{named_by}{spec}: an empty name" + (" between commas" if len(specs) > 1 else ""))
+    if len(set(specs)) < len(specs):
+        raise ValueError(f"{named_by}{spec}: names a net twice")
+    return specs
 
 
 def _load_one_teacher(
