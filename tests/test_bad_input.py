@@ -785,7 +785,11 @@ def test_predict_reads_every_image_a_folder_holds_and_names_what_it_leaves_out(t
         results = predictor.predict_files([str(photos)])
     assert [Path(r["file"]).name for r in results] == ["a.png", "b.jfif", "linked.png"]
     single = predictor.predict_files(str(photos / "a.png"))  # one path, not the characters of its name
-    assert len(single) == 1 and single[0]["top"] == results[0]["top"]
+    assert len(single) == 1 and [t["class"] for t in single[0]["top"]] == [t["class"] for t in results[0]["top"]]
+    # Alone or in a batch of three, the kernels may round differently in the last digit.
+    assert [t["probability"] for t in single[0]["top"]] == pytest.approx(
+        [t["probability"] for t in results[0]["top"]], abs=1e-5
+    )
 
 
 def test_an_image_is_read_as_it_is_shown_at_any_bit_depth(tmp_path):
