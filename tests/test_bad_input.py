@@ -172,6 +172,24 @@ def test_eval_matches_classes_by_name(sample_folder, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["top1"] > 0.5
 
 
+def test_eval_reads_folders_numbered_by_label_as_the_weights_classes(sample_folder, tmp_path, capsys):
+    classes = sorted(folder.name for folder in sample_folder.iterdir())
+    numbered, beyond = tmp_path / "numbered", tmp_path / "beyond"
+    for root in (numbered, beyond):
+        root.mkdir()
+    for label, name in enumerate(classes):  # CIFAR-10 saved as label numbers: 0 = airplane ... 9 = truck
+        (numbered / str(label)).symlink_to(sample_folder / name)
+        (beyond / str(label + 1)).symlink_to(sample_folder / name)
+    evaluate = ["eval", "--model", "resnet20", "--pretrained", "--json", "--split", "all"]
+    assert main([*evaluate, "--data", str(sample_folder)]) == 0
+    by_name = json.loads(capsys.readouterr().out)
+    with pytest.warns(UserWarning, match="class folders are numbered; read as the weights' classes by number"):
+        assert main([*evaluate, "--data", str(numbered)]) == 0
+    assert json.loads(capsys.readouterr().out) == by_name
+    assert main([*evaluate, "--data", str(beyond)]) == 2  # 10 is no class of ten: not guessed
+    one_line_error(capsys, "1, 10, 2 are not among the weights' classes")
+
+
 def test_int8_with_empty_calibration_is_refused():
     model = create_model("resnet20", depth=8).eval()
     with pytest.raises(ValueError, match="calibration must be a non-empty batch"):

@@ -121,7 +121,8 @@ class Predictor:
     def class_indices(self, data_classes: list[str], where: str) -> torch.Tensor:
         """For each of the data's classes, the index of the weights' class of the same name, so that folders in
         another order (or a subset of them) are scored against the right outputs. Weights that carry no class
-        names (numbered 0..N-1) match by position.
+        names (numbered 0..N-1) match by position; folders numbered 0..N-1 (labels saved as numbers) read as the
+        weights' classes of those numbers, with a warning.
 
         Example:
             >>> predictor.class_indices(["cat", "airplane"], "data/")  # weights trained on CIFAR-10's ten
@@ -131,6 +132,13 @@ class Predictor:
         if numbered and len(data_classes) == len(self.classes):
             return torch.arange(len(data_classes))
         unknown = [name for name in data_classes if name not in self.classes]
+        labels = [int(name) for name in unknown if name.isdecimal() and int(name) < len(self.classes)]
+        if unknown and len(labels) == len(data_classes) == len(set(labels)):
+            # Folders named by label number (CIFAR-10 saved from torchvision: 0 = airplane ... 9 = truck).
+            named = ", ".join(f"{i} = {self.classes[i]}" for i in sorted(labels)[:3])
+            message = f"{where}: class folders are numbered; read as the weights' classes by number ({named}, …)"
+            warnings.warn(message, stacklevel=2)
+            return torch.tensor(labels)
         if unknown:
             known = ", ".join(self.classes[:10]) + (", …" if len(self.classes) > 10 else "")
             raise DataError(
