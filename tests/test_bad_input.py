@@ -172,7 +172,7 @@ def test_eval_matches_classes_by_name(sample_folder, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["top1"] > 0.5
 
 
-def test_eval_reads_folders_numbered_by_label_as_the_weights_classes(sample_folder, tmp_path, capsys):
+def test_eval_reads_folders_numbered_by_label_or_capitalized_as_the_weights_classes(sample_folder, tmp_path, capsys):
     classes = sorted(folder.name for folder in sample_folder.iterdir())
     numbered, beyond = tmp_path / "numbered", tmp_path / "beyond"
     for root in (numbered, beyond):
@@ -180,9 +180,15 @@ def test_eval_reads_folders_numbered_by_label_as_the_weights_classes(sample_fold
     for label, name in enumerate(classes):  # CIFAR-10 saved as label numbers: 0 = airplane ... 9 = truck
         (numbered / str(label)).symlink_to(sample_folder / name)
         (beyond / str(label + 1)).symlink_to(sample_folder / name)
+    capitalized = tmp_path / "capitalized"
+    capitalized.mkdir()
+    for name in classes:
+        (capitalized / name.capitalize()).symlink_to(sample_folder / name)
     evaluate = ["eval", "--model", "resnet20", "--pretrained", "--json", "--split", "all"]
     assert main([*evaluate, "--data", str(sample_folder)]) == 0
     by_name = json.loads(capsys.readouterr().out)
+    assert main([*evaluate, "--data", str(capitalized)]) == 0  # "Cat" is the weights' cat
+    assert json.loads(capsys.readouterr().out) == by_name
     with pytest.warns(UserWarning, match="class folders are numbered; read as the weights' classes by number"):
         assert main([*evaluate, "--data", str(numbered)]) == 0
     assert json.loads(capsys.readouterr().out) == by_name

@@ -119,10 +119,10 @@ class Predictor:
         return (array - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
 
     def class_indices(self, data_classes: list[str], where: str) -> torch.Tensor:
-        """For each of the data's classes, the index of the weights' class of the same name, so that folders in
-        another order (or a subset of them) are scored against the right outputs. Weights that carry no class
-        names (numbered 0..N-1) match by position; folders numbered 0..N-1 (labels saved as numbers) read as the
-        weights' classes of those numbers, with a warning.
+        """For each of the data's classes, the index of the weights' class of the same name (case aside), so that
+        folders in another order (or a subset of them) are scored against the right outputs. Weights that carry no
+        class names (numbered 0..N-1) match by position; folders numbered 0..N-1 (labels saved as numbers) read as
+        the weights' classes of those numbers, with a warning.
 
         Example:
             >>> predictor.class_indices(["cat", "airplane"], "data/")  # weights trained on CIFAR-10's ten
@@ -131,7 +131,12 @@ class Predictor:
         numbered = self.classes == [str(i) for i in range(len(self.classes))]
         if numbered and len(data_classes) == len(self.classes):
             return torch.arange(len(data_classes))
-        unknown = [name for name in data_classes if name not in self.classes]
+        by_name = {name: index for index, name in enumerate(self.classes)}
+        ignoring_case = {name.casefold(): index for index, name in enumerate(self.classes)}
+        if len(ignoring_case) == len(by_name):  # "Cat" is cat where no two classes differ by case alone
+            by_name = ignoring_case | by_name
+        found = {name: by_name.get(name, by_name.get(name.casefold())) for name in data_classes}
+        unknown = [name for name, index in found.items() if index is None]
         labels = [int(name) for name in unknown if name.isdecimal() and int(name) < len(self.classes)]
         if unknown and len(labels) == len(data_classes) == len(set(labels)):
             # Folders named by label number (CIFAR-10 saved from torchvision: 0 = airplane ... 9 = truck).
@@ -145,7 +150,7 @@ class Predictor:
                 f"{where}: class folder{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:3])} "
                 f"{'are' if len(unknown) > 1 else 'is'} not among the weights' classes ({known})"
             )
-        return torch.tensor([self.classes.index(name) for name in data_classes])
+        return torch.tensor([found[name] for name in data_classes])
 
     def predict_files(
         self, files: str | os.PathLike | Sequence[str | os.PathLike], topk: int = 5
