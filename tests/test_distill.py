@@ -155,6 +155,8 @@ def test_val_fraction_zero_trains_on_every_image(tmp_path):
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all("val_top1" not in row and 0 <= row["train_top1"] <= 1 for row in rows)
     assert (folder / "model.safetensors").is_file()
+    metadata = read_state_dict(folder / "model.safetensors")[1]
+    assert "val_top1" not in metadata and metadata["steps"] == str(rows[-1]["step"])  # no empty validation figure
     assert plot_run(folder).stat().st_size > 10_000
     # Its weights know they saw every image: evaluating them on the usual hold-out says so.
     weights = str(folder / "model.safetensors")

@@ -545,12 +545,11 @@ class Trainer:
                 "recipe_fields": json.dumps(self.recipe.to_dict()),
                 "epochs": f"{self.progress.step / self.steps_per_epoch:g}",
                 "steps": str(self.progress.step),
-                "val_top1": str(final.get("val_top1", "")),
-                "val_top5": str(final.get("val_top5", "")),
                 "eval_flip": str(self.recipe.eval_flip).lower(),
-                "val_top1_one_view": str(final.get("val_top1_one_view", "")),  # with eval_flip: no flip
                 "trained_on": json.dumps(self.trained_on),
                 "command": self.command,
+                # val_top1_one_view: with eval_flip, the figure without the flip; none of them without a hold-out
+                **{key: str(final[key]) for key in ("val_top1", "val_top5", "val_top1_one_view") if key in final},
             }
             card = dataclasses.replace(self.card, extra=made)
             save_safetensors(self.served.state_dict(), self.folder.model_path, card.to_strings())
