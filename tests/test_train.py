@@ -218,10 +218,11 @@ def test_resume_continues_exactly(tmp_path):
         == [4, 8, 12, 15, 16, 20, 24, 28, 30]
     )
     assert [r["val_top1"] for r in rows["resumed"]] == [r["val_top1"] for r in rows["straight"]]
-    # Each record's seconds time the steps since the last record in this process: after the resume at step 7,
-    # the record at step 8 timed one step (what `resnets status` paces the rest of the run by).
-    assert [r["timed_steps"] for r in rows["straight"]] == [4, 4, 4, 3, 1, 4, 4, 4, 2]
-    assert [r["timed_steps"] for r in rows["resumed"]] == [4, 1, 4, 3, 1, 4, 4, 4, 2]
+    # Each record's seconds time the steps since the last record in this process, but for the process's first
+    # (it compiles): after the resume at step 7, the record at step 8 timed none (what `resnets status` paces the
+    # rest of the run by).
+    assert [r["timed_steps"] for r in rows["straight"]] == [3, 4, 4, 3, 1, 4, 4, 4, 2]
+    assert [r["timed_steps"] for r in rows["resumed"]] == [3, 0, 4, 3, 1, 4, 4, 4, 2]
     config = json.loads((tmp_path / "resumed" / "config.json").read_text())
     assert [s["from_step"] for s in config["trained_on"]] == [0]  # same hardware: one stretch
 

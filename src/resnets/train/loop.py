@@ -243,10 +243,12 @@ class Window:
         self.loss_sum = torch.zeros((), device=device)
         self.cross_entropy_sum = torch.zeros((), device=device)  # a distilled run's loss without the teacher's term
         self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.warmed_up = False
         self.reset()
 
     def reset(self) -> None:
-        self.started, self.seen, self.steps = time.perf_counter(), 0, 0
+        # seen: the images in the sums; steps and timed_images: those the clock covers, since `started`
+        self.started, self.seen, self.steps, self.timed_images = time.perf_counter(), 0, 0, 0
         self.loss_sum.zero_()
         self.cross_entropy_sum.zero_()
         self.correct.zero_()
@@ -258,6 +260,16 @@ class Window:
         if cross_entropy is not None:
             self.cross_entropy_sum += cross_entropy.detach() * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
+
+    def count(self, images: int) -> None:
+        """One step done. A process's first step compiles, calibrates an int8 teacher and fills the allocator: the
+        clock starts after it, so that a record's pace (what `resnets status` plans with) is the run's own."""
+        self.seen += images
+        if not self.warmed_up:
+            self.warmed_up, self.started = True, time.perf_counter()
+            return
+        self.steps += 1
+        self.timed_images += images
 
     def check_finite(self, step: int, epoch: int, checkpoint_path: Path) -> None:
         """Stop before a diverged model is evaluated or checkpointed: the checkpoint on disk stays the last good one."""
@@ -405,8 +417,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.progress.step += 1
-        self.window.seen += len(labels)
-        self.window.steps += 1
+        self.window.count(len(labels))
         return loss
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -449,10 +460,10 @@ class Trainer:
             if self.recipe.eval_flip and progress.step >= self.total_steps:  # the papers' figure: one view
                 one_view = self.validate(flip=False)
                 record.update(val_top1_one_view=one_view["top1"], val_top5_one_view=one_view["top5"])
-        # timed_steps: the steps these seconds cover, fewer than the epoch's own when the run resumed inside it
-        record.update(
-            epoch_seconds=seconds, timed_steps=window.steps, img_per_s=window.seen * self.ranks.world_size / seconds
-        )
+        # timed_steps: the steps these seconds cover, fewer than the epoch's own when the run resumed inside it (and
+        # without the process's first step)
+        images_per_second = window.timed_images * self.ranks.world_size / seconds
+        record.update(epoch_seconds=seconds, timed_steps=window.steps, img_per_s=images_per_second)
         progress.history.append(record)
         if publish:
             self.publish(record)
@@ -505,7 +516,7 @@ class Trainer:
             lr = self.lr_at(progress.step)
             loss = self.step(images, labels, lr)
             if progress.step % self.window.sync_every == 0:
-                rate = self.window.seen / (time.perf_counter() - self.window.started)
+                rate = self.window.timed_images / (time.perf_counter() - self.window.started)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             bar.update()
             if self.ranks.is_main and not show and recipe.log_every and (position + 1) % recipe.log_every == 0:
