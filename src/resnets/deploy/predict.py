@@ -98,13 +98,15 @@ class Predictor:
         if not pretrained:
             raise ValueError(f"model={names!r}: several nets are evaluated from their shipped weights (pretrained)")
         members = split_teachers(names, named_by="model=")
-        first = cls.load(members[0], pretrained=True)
-        card = dict(classes=first.classes, mean=first.mean, std=first.std, image_size=first.image_size)
-        ensemble = dataclasses.replace(first, model=load_teacher(names, **card, named_by="model="))
+        entry = pretrained_for(members[0])  # an unknown name fails here, before any file is read
+        card = WeightsMetadata.parse(_shipped_metadata(members[0]), entry.path, entry.num_classes)
+        model = load_teacher(
+            names, classes=card.classes, mean=card.mean, std=card.std, image_size=card.image_size, named_by="model="
+        )
         # The ensemble has seen every image that any member trained on: one member on all of them is enough.
-        if any(_shipped_val_fraction(name) == 0 for name in members[1:]):
-            ensemble.held_out_fraction = 0.0
-        return ensemble
+        fractions = [_val_fraction_in(_shipped_metadata(name)) for name in members]
+        held_out = 0.0 if 0 in fractions else fractions[0]
+        return cls(model.eval(), card.classes, card.image_size, card.mean, card.std, held_out_fraction=held_out)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize (shorter side, then center crop) to the training size; normalize. Returns (3, S, S)."""
@@ -256,12 +258,12 @@ def _recorded_val_fraction(card: WeightsMetadata) -> float | None:
     return _val_fraction_in(card.extra)
 
 
-def _shipped_val_fraction(name: str) -> float | None:
-    """The --val-fraction a shipped file was trained with, from its metadata alone (no tensors read)."""
+def _shipped_metadata(name: str) -> dict[str, str]:
+    """A shipped file's metadata alone (no tensors read)."""
     from safetensors import safe_open
 
     with safe_open(str(pretrained_for(name).path), framework="pt") as file:
-        return _val_fraction_in(file.metadata() or {})
+        return file.metadata() or {}
 
 
 def _val_fraction_in(metadata: dict[str, str]) -> float | None:
