@@ -1,12 +1,14 @@
 """Where one training step's time goes on this CPU, on synthetic data: the step in three forms, the compiled step's
-profile by kind of work, what keeping freed host memory saves (page faults), oneDNN's convolution and reorder time
-in each memory layout, and 1x1 convolutions against the same work written as matrix products.
+profile by kind of work, the rate its convolutions reach against this CPU's own matrix-product rate in fp32 and in
+the step's precision, what keeping freed host memory saves (page faults), oneDNN's convolution and reorder time in
+each memory layout, and 1x1 convolutions against the same work written as matrix products.
 
 What `train_throughput.py` cannot say: its ratio is the whole step against the plain loop; this names the part
 that stays. The forms are the plain loop's (NCHW, eager), channels_last eager, and ours (channels_last, compiled),
 at the precision `resnets train` picks here (bf16 where native, fp32 elsewhere).
 
 Usage: python benchmarks/train_step_profile.py [--model resnet50] [--batch 16] [--size 224] [--steps 4]
+       [--sections forms,profile,rates,memory,onednn,pointwise]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from resnets.hardware import describe_device, resolve_precision, steady_host_memory
 from resnets.models import create_model
@@ -40,7 +43,9 @@ KINDS = {
 class Step:
     """One optimizer step of `model_name` on a fixed synthetic batch, in one memory layout, eager or compiled."""
 
-    def __init__(self, args: argparse.Namespace, *, channels_last: bool, compiled: bool) -> None:
+    def __init__(
+        self, args: argparse.Namespace, *, channels_last: bool, compiled: bool, dtype: torch.dtype | None = None
+    ) -> None:
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
         self.model = create_model(args.model, num_classes=10).train().to(memory_format=self.layout)
         self.forward = torch.compile(self.model, dynamic=False) if compiled else self.model
@@ -49,7 +54,7 @@ class Step:
         images = torch.randn(args.batch, 3, args.size, args.size, generator=generator)
         self.images = images.contiguous(memory_format=self.layout)
         self.labels = torch.randint(0, 10, (args.batch,), generator=generator)
-        self.dtype = resolve_precision("auto", torch.device("cpu"))
+        self.dtype = dtype or resolve_precision("auto", torch.device("cpu"))
 
     def __call__(self) -> None:
         with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
@@ -83,10 +88,45 @@ def step_forms(args: argparse.Namespace) -> None:
 
 def compiled_profile(args: argparse.Namespace) -> None:
     step = Step(args, channels_last=True, compiled=True)
+    seconds = _profiled_seconds(step, args.steps)
+    total = sum(seconds.values())
+    print(f"\nthe compiled channels_last step, torch.profiler over {args.steps} steps ", end="")
+    print(f"({total / args.steps:.2f} s a step):")
+    for kind, spent in sorted(seconds.items(), key=lambda item: -item[1]):
+        print(f"  {kind:<40} {100 * spent / total:5.1f}%")
+
+
+def convolution_rates(args: argparse.Namespace) -> None:
+    """How near the convolutions run to what this CPU's cores can do: their GFLOP/s in the plain loop's step (fp32,
+    NCHW, eager) and in ours (the precision `resnets train` picks, channels_last, compiled), each against a large
+    matrix product's in its precision. Convolutions already near that rate leave a step little to gain but the
+    precision's own: its matrix-product rate over fp32's."""
+    ours = Step(args, channels_last=True, compiled=True)
+    steps = {
+        "the plain loop's (fp32, NCHW, eager)": Step(args, channels_last=False, compiled=False, dtype=torch.float32),
+        f"ours ({_name(ours.dtype)}, channels_last, compiled)": ours,
+    }
+    matmul = {dtype: _matmul_rate(dtype) for dtype in dict.fromkeys(step.dtype for step in steps.values())}
+    print(f"\nconvolution GFLOP/s against a 2048-square matrix product's ({torch.get_num_threads()} threads):")
+    for dtype, rate in matmul.items():
+        print(f"  {_name(dtype) + ' matrix product':<54} {rate:7.1f}")
+    achieved = []
+    for name, step in steps.items():
+        seconds = _profiled_seconds(step, args.steps)
+        flops = _convolution_flops(step)
+        achieved.append(flops / (seconds["convolution forward"] + seconds["convolution backward"]) * args.steps / 1e9)
+        print(f"  {name + ' convolutions':<54} {achieved[-1]:7.1f}", end="")
+        print(f"  ({100 * achieved[-1] / matmul[step.dtype]:.0f}% of its matrix product; {flops / 1e9:.1f} GFLOP)")
+    print(f"  ours over the plain loop's convolutions {achieved[1] / achieved[0]:.2f}x; ", end="")
+    print(f"{_name(ours.dtype)} matrix product over fp32's {matmul[ours.dtype] / matmul[torch.float32]:.2f}x")
+
+
+def _profiled_seconds(step: Step, steps: int) -> dict[str, float]:
+    """Seconds of `steps` steps (after WARMUP) by kind of work, from torch.profiler."""
     for _ in range(WARMUP):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        for _ in range(args.steps):
+        for _ in range(steps):
             step()
     seconds: dict[str, float] = collections.Counter()
     for event in profiler.key_averages():
@@ -95,11 +135,34 @@ def compiled_profile(args: argparse.Namespace) -> None:
         else:
             kind = KINDS.get(event.key, "other")
         seconds[kind] += event.self_cpu_time_total / 1e6
-    total = sum(seconds.values())
-    print(f"\nthe compiled channels_last step, torch.profiler over {args.steps} steps ", end="")
-    print(f"({total / args.steps:.2f} s a step):")
-    for kind, spent in sorted(seconds.items(), key=lambda item: -item[1]):
-        print(f"  {kind:<40} {100 * spent / total:5.1f}%")
+    return seconds
+
+
+def _convolution_flops(step: Step) -> int:
+    """Floating-point operations of one step's convolutions, forward and backward (torch's flop counter, eager)."""
+    with (
+        FlopCounterMode(display=False) as counter,
+        torch.autocast("cpu", dtype=step.dtype, enabled=step.dtype != torch.float32),
+    ):
+        F.cross_entropy(step.model(step.images).float(), step.labels).backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    return sum(n for op, n in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
+
+
+def _matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a large square matrix product in `dtype`: the best of `repeats` after a warm-up, since what is
+    asked is what the cores can do, and a shared machine only ever slows a product down."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    seconds = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - started)
+    return 2 * size**3 / min(seconds[1:]) / 1e9
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def host_memory(args: argparse.Namespace, rounds: int = 3) -> None:
@@ -189,6 +252,16 @@ def _pointwise_matmul(images: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     return F.linear(images.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
 
 
+SECTIONS = {
+    "forms": step_forms,
+    "profile": compiled_profile,
+    "rates": convolution_rates,
+    "memory": host_memory,
+    "onednn": onednn_layouts,
+    "pointwise": lambda args: pointwise_as_matmul(),
+}
+
+
 def _size_flags(args: argparse.Namespace) -> list[str]:
     return ["--model", args.model, "--batch", str(args.batch), "--size", str(args.size), "--steps", str(args.steps)]
 
@@ -199,6 +272,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, from: " + ", ".join(SECTIONS))
     parser.add_argument("--onednn-child", choices=("nchw", "channels_last"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.onednn_child:
@@ -206,11 +280,11 @@ def main() -> None:
     dtype = resolve_precision("auto", torch.device("cpu"))
     print(f"device: {describe_device()}; torch {torch.__version__}; ", end="")
     print(f"{args.model}, batch {args.batch}, {args.size}px, {dtype}")
-    step_forms(args)
-    compiled_profile(args)
-    host_memory(args)
-    onednn_layouts(args)
-    pointwise_as_matmul()
+    chosen = args.sections.split(",")
+    if unknown := set(chosen) - SECTIONS.keys():
+        parser.error(f"--sections: no section {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
+    for name in chosen:
+        SECTIONS[name](args)
 
 
 if __name__ == "__main__":
