@@ -17,6 +17,7 @@ import argparse
 import collections
 import contextlib
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -195,22 +196,35 @@ def host_memory(args: argparse.Namespace, rounds: int = 3) -> None:
 
 
 def onednn_layouts(args: argparse.Namespace) -> None:
-    """oneDNN's own timing (ONEDNN_VERBOSE must be set before torch starts: one child process per layout)."""
-    print("\noneDNN primitives, eager, ms a step (ONEDNN_VERBOSE=1; convolutions by direction, then reorders):")
+    """oneDNN's own timing (ONEDNN_VERBOSE must be set before torch starts: one child process per layout), with each
+    direction's GFLOP/s from the problem sizes oneDNN logs: a direction slower than the others names its kernel."""
+    print("\noneDNN primitives, eager, ms a step (ONEDNN_VERBOSE=1; convolutions by direction and GFLOP/s, reorders):")
     for layout in ("nchw", "channels_last"):
         command = [sys.executable, __file__, "--onednn-child", layout, *_size_flags(args)]
         output = subprocess.run(
             command, env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True, text=True, check=True
         ).stdout
         spent: dict[str, float] = collections.Counter()
+        flops: dict[str, float] = collections.Counter()
         for line in output.split("-- timed --", 1)[1].splitlines():
             fields = line.split(",")
             if len(fields) > 8 and fields[3] == "exec" and fields[5] in ("convolution", "reorder"):
-                kind = f"convolution {fields[7]}" if fields[5] == "convolution" else "reorder"
+                kind = fields[7] if fields[5] == "convolution" else "reorder"
                 spent[kind] += float(fields[-1]) / args.steps
-        convolutions = sum(ms for kind, ms in spent.items() if kind.startswith("convolution"))
-        print(f"  {layout:<14} convolutions {convolutions:8.1f}   reorders {spent['reorder']:8.1f}   ", end="")
-        print("   ".join(f"{kind.split()[1]} {ms:.1f}" for kind, ms in sorted(spent.items()) if kind != "reorder"))
+                if fields[5] == "convolution":
+                    flops[kind] += _logged_convolution_flops(fields[-2]) / args.steps
+        directions = {kind: ms for kind, ms in sorted(spent.items()) if kind != "reorder"}
+        print(f"  {layout:<14} convolutions {sum(directions.values()):8.1f}   reorders {spent['reorder']:6.1f}")
+        for kind, ms in directions.items():
+            print(f"  {'':<14} {kind:<17} {ms:8.1f}   {flops[kind] / ms / 1e6:6.0f} GFLOP/s")
+
+
+def _logged_convolution_flops(problem: str) -> int:
+    """Multiply-adds times two of a convolution as ONEDNN_VERBOSE logs it (mb128_ic16oc16_ih32oh32kh3..._iw32ow32kw3...;
+    a grouped one has g32 before ic, and ic and oc count all groups)."""
+    size = {key: int(value) for key, value in re.findall(r"([a-z]+?)(\d+)", problem)}
+    per_group_inputs = size["ic"] // size.get("g", 1)
+    return 2 * size["mb"] * per_group_inputs * size["oc"] * size["oh"] * size["ow"] * size["kh"] * size["kw"]
 
 
 def onednn_child(args: argparse.Namespace) -> None:
