@@ -99,14 +99,14 @@ class Predictor:
             raise ValueError(f"model={names!r}: several nets are evaluated from their shipped weights (pretrained)")
         members = split_teachers(names, named_by="model=")
         entry = pretrained_for(members[0])  # an unknown name fails here, before any file is read
-        metadata = [_shipped_metadata(name) for name in members]
+        first = _shipped_metadata(members[0])
         natural_size = get_entry(members[0]).input_size[-1]  # as load_trained reads a file without 'image_size'
-        card = WeightsMetadata.parse(metadata[0], entry.path, entry.num_classes, default_size=natural_size)
-        model = load_teacher(
+        card = WeightsMetadata.parse(first, entry.path, entry.num_classes, default_size=natural_size)
+        model = load_teacher(  # names each other member that is not a shipped net, in its own words
             names, classes=card.classes, mean=card.mean, std=card.std, image_size=card.image_size, named_by="model="
         )
         # The ensemble has seen every image that any member trained on: one member on all of them is enough.
-        fractions = [_val_fraction_in(meta) for meta in metadata]
+        fractions = [_val_fraction_in(meta) for meta in (first, *map(_shipped_metadata, members[1:]))]
         held_out = 0.0 if 0 in fractions else fractions[0]
         return cls(model.eval(), card.classes, card.image_size, card.mean, card.std, held_out_fraction=held_out)
 
