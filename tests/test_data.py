@@ -158,8 +158,8 @@ def test_cutout_hides_one_square_per_image_at_the_mean_colour():
 
 def test_cutout_batches_keep_the_crops_and_stay_deterministic():
     train, _ = load_dataset(SAMPLE)
-    plain = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)
-    hidden = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3, cutout=16)
+    plain = TensorBatches(train, 100, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True, seed=3)
+    hidden = TensorBatches(train, 100, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True, seed=3, cutout=16)
     a, b = next(iter(plain.epoch(1)))[0], next(iter(hidden.epoch(1)))[0]
     assert torch.equal(a[b != 0], b[b != 0])  # the same crops and flips, with squares hidden
     assert (b == 0).float().mean() > 0.1
@@ -187,7 +187,7 @@ def test_batches_are_made_on_the_device_that_holds_the_images():
 
 def test_batches_are_deterministic_and_resumable():
     train, _ = load_dataset(SAMPLE)
-    batches = TensorBatches(train, 100, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)
+    batches = TensorBatches(train, 100, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True, seed=3)
     full = list(batches.epoch(2))
     tail = list(batches.epoch(2, start=4))
     assert len(full) == 10 and all(torch.equal(a[0], b[0]) for a, b in zip(full[4:], tail, strict=True))

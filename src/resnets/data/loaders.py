@@ -99,6 +99,7 @@ class TensorBatches:
         self,
         data: ImageSet,
         batch_size: int,
+        *,
         mean: Sequence[float],
         std: Sequence[float],
         augment: bool,
@@ -175,6 +176,7 @@ class FileBatches:
         self,
         data: ImageSet,
         batch_size: int,
+        *,
         mean: Sequence[float],
         std: Sequence[float],
         augment: bool,
@@ -244,8 +246,8 @@ def make_batches(
     """
     if data.images is not None:  # decoded already: unreadable files were dealt with then
         kw.pop("skip_bad_images", None)
-        return TensorBatches(data, batch_size, mean, std, augment, seed, device=device, **kw)
-    return FileBatches(data, batch_size, mean, std, augment, image_size, seed, **kw)
+        return TensorBatches(data, batch_size, mean=mean, std=std, augment=augment, seed=seed, device=device, **kw)
+    return FileBatches(data, batch_size, mean=mean, std=std, augment=augment, image_size=image_size, seed=seed, **kw)
 
 
 # The stratified 1,000-image CIFAR-10 sample that ships in the repository (demo, tests, calibration, export checks).
