@@ -77,7 +77,7 @@ def main() -> None:
 
 def row(name: str, model, dtype: str, runtime: Runtime, calibration, val_images, labels, reference, base) -> None:
     """One line: `model` at `dtype` on `runtime`, its top-1, the points lost and the agreement against eager fp32."""
-    fast = optimize_for_inference(model, dtype, calibration if dtype == "int8" else None, runtime=runtime)
+    fast = optimize_for_inference(model, dtype, calibration=calibration if dtype == "int8" else None, runtime=runtime)
     fast(val_images[:256])  # compile / warm up outside the timing
     logits, speed = logits_of(fast, val_images)
     top1 = float((logits.argmax(1) == labels).float().mean())

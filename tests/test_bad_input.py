@@ -973,5 +973,14 @@ def test_bench_names_a_peer_it_gives_no_row_for():
     from resnets.bench.timing import Mode, build_steps
 
     with pytest.warns(UserWarning, match="peer openvino: an inference runtime on the CPU; no row for training"):
-        steps = build_steps("resnet20", 2, Mode.TRAIN, ["fp32"], False, False, torch.device("cpu"), ["openvino"])
+        steps = build_steps(
+            "resnet20",
+            2,
+            Mode.TRAIN,
+            dtypes=["fp32"],
+            channels_last=False,
+            compile_model=False,
+            device=torch.device("cpu"),
+            peers=["openvino"],
+        )
     assert len(steps) == 1  # ours alone

@@ -19,7 +19,7 @@ from resnets.hardware import cpu_has_native_bf16
 def shipped():
     """The shipped resnet20 and 500 real CIFAR-10 images from the embedded sample, normalized as it was trained."""
     predictor = Predictor.load("resnet20", pretrained=True)
-    images = sample_images(500, 32, predictor.mean, predictor.std)
+    images = sample_images(500, 32, mean=predictor.mean, std=predictor.std)
     with torch.no_grad():
         reference = predictor.model(images)
     return predictor.model, images, reference

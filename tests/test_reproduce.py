@@ -186,7 +186,13 @@ def test_the_depth_reading_says_which_steps_in_depth_help(tmp_path, val_errors, 
 def test_seeds_train_one_run_each_on_the_same_held_out_images(tmp_path):
     runs = tmp_path / "runs"
     [result] = run_all(
-        [Run("resnet-20", "resnet20")], SAMPLE, runs, BUDGETS["fast"], 2, seeds=2, cache_dir=tmp_path / "cache"
+        [Run("resnet-20", "resnet20")],
+        SAMPLE,
+        runs,
+        BUDGETS["fast"],
+        iterations=2,
+        seeds=2,
+        cache_dir=tmp_path / "cache",
     )
     first, second = runs / "fast-2it" / "resnet20", runs / "fast-2it" / "resnet20-seed1"
     assert result.run_dirs == [first, second]
@@ -200,7 +206,7 @@ def test_seeds_train_one_run_each_on_the_same_held_out_images(tmp_path):
         sum(100 * (1 - history[-1]["train_top1"]) for history in result.histories) / 2
     )
     with pytest.raises(ValueError, match="seeds 0"):
-        run_all([Run("resnet-20", "resnet20")], SAMPLE, runs, BUDGETS["fast"], 2, seeds=0)
+        run_all([Run("resnet-20", "resnet20")], SAMPLE, runs, BUDGETS["fast"], iterations=2, seeds=0)
 
 
 def test_the_depth_report_over_seeds_gives_means_and_their_spread(tmp_path):

@@ -333,7 +333,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     peers = None if args.peers is None else [p for p in args.peers.split(",") if p and p != "none"]
     rows = benchmark(
         models,
-        batch_sizes,
+        batch_sizes=batch_sizes,
         mode=args.mode,
         dtypes=args.dtype,
         channels_last=args.channels_last,

@@ -88,7 +88,7 @@ def _ours_infer(model_name: str, x: torch.Tensor, dtype: str, compile_model: boo
 
     model = create_model(model_name).to(x.device).eval()
     calibration = sample_images(256, x.shape[-1]) if dtype == Precision.INT8 else None
-    fast = optimize_for_inference(model, dtype, calibration, compile=compile_model, runtime=engine)
+    fast = optimize_for_inference(model, dtype, calibration=calibration, compile=compile_model, runtime=engine)
     fast(x)  # compiles (inductor) outside the timed steps
     return Step("resnets", lambda: fast(x), fast.runtime.startswith("torch"), dtype, fast.runtime)
 
@@ -191,6 +191,7 @@ def build_steps(
     model_name: str,
     batch_size: int,
     mode: str,
+    *,
     dtypes: list[str],
     channels_last: bool,
     compile_model: bool | None,
@@ -226,7 +227,7 @@ def build_steps(
     return steps
 
 
-def time_steps(steps: list[Step], warmup: int, iters: int, device: torch.device) -> list[list[float]]:
+def time_steps(steps: list[Step], *, warmup: int, iters: int, device: torch.device) -> list[list[float]]:
     """Seconds per step for each engine, interleaved: warm-up rounds, then `iters` timed rounds."""
 
     def once(step: Step) -> float:
@@ -250,6 +251,7 @@ def time_steps(steps: list[Step], warmup: int, iters: int, device: torch.device)
 
 def benchmark(
     models: list[str],
+    *,
     batch_sizes: list[int],
     mode: str = "both",
     dtypes: list[str] | None = None,
@@ -288,16 +290,16 @@ def benchmark(
                     model_name,
                     batch_size,
                     current,
-                    chosen,
-                    channels_last,
-                    compile_model,
-                    torch_device,
-                    peers,
-                    engine,
+                    dtypes=chosen,
+                    channels_last=channels_last,
+                    compile_model=compile_model,
+                    device=torch_device,
+                    peers=peers,
+                    engine=engine,
                 )
                 if torch_device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(torch_device)
-                times = time_steps(steps, warmup, iters, torch_device)
+                times = time_steps(steps, warmup=warmup, iters=iters, device=torch_device)
                 peak = torch.cuda.max_memory_allocated(torch_device) / 2**20 if torch_device.type == "cuda" else None
                 for step, seconds in zip(steps, times, strict=True):
                     mean = statistics.fmean(seconds)

@@ -257,6 +257,7 @@ SAMPLE_ARCHIVE = Path(__file__).resolve().parents[3] / "data" / "cifar10-sample.
 def sample_images(
     count: int,
     size: int,
+    *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     data: str | os.PathLike | None = None,

@@ -39,13 +39,14 @@ QUANTIZABLE = ("onnx", "openvino")  # int8 is a calibrated QDQ graph, which thes
 
 def check_images(predictor: Predictor, count: int = 64, data: str | os.PathLike | None = None) -> torch.Tensor:
     """`count` real images, normalized as the model expects, at its input size."""
-    return sample_images(count, predictor.image_size, predictor.mean, predictor.std, data)
+    return sample_images(count, predictor.image_size, mean=predictor.mean, std=predictor.std, data=data)
 
 
 def export_model(
     predictor: Predictor,
     fmt: str,
     out: str | os.PathLike,
+    *,
     data: str | os.PathLike | None = None,
     dtype: str = "fp32",
 ) -> dict[str, float | str]:
@@ -72,7 +73,7 @@ def export_model(
     if dtype == Precision.INT8:
         # one draw spread over the classes: every fifth image checks the export, the others calibrate it, so that
         # the agreement reported is on images the quantizer never saw
-        pool = sample_images(320, predictor.image_size, predictor.mean, predictor.std, data)
+        pool = sample_images(320, predictor.image_size, mean=predictor.mean, std=predictor.std, data=data)
         if len(pool) < 96:  # a handful of images gives activation ranges that clip most real inputs
             raise ValueError(
                 f"--data {data}: int8 needs at least 96 images (a fifth to check, the rest to calibrate), "

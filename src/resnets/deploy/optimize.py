@@ -85,6 +85,7 @@ class InferenceModel:
 def optimize_for_inference(
     model: nn.Module,
     dtype: str = "auto",
+    *,
     calibration: torch.Tensor | None = None,
     compile: bool | None = None,
     runtime: str = "auto",
@@ -165,6 +166,7 @@ def write_onnx(
     model: nn.Module,
     path: str | Path,
     calibration: torch.Tensor | None = None,
+    *,
     input_shape: tuple[int, ...] | None = None,
 ) -> Path:
     """Export to ONNX (batch dimension dynamic; C, H, W from `input_shape`, else the calibration images, else the

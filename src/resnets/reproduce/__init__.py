@@ -28,6 +28,7 @@ def reproduce(
     experiment: str,
     data: str | os.PathLike,
     out: str | os.PathLike = "results",
+    *,
     budget: str = "fast",
     iterations: int | None = None,
     runs_dir: str | os.PathLike | None = None,
@@ -47,7 +48,7 @@ def reproduce(
             data,
             runs_dir or Path(out) / "runs",
             chosen,
-            iterations,
+            iterations=iterations,
             seeds=seeds,
             device=device,
             cache_dir=cache_dir,
@@ -62,12 +63,15 @@ def reproduce(
     words += ["--runs", str(runs_dir)] if runs_dir else []
     words += ["--seeds", str(seeds)] if seeds > 1 else []
     command = " ".join(shlex.quote(word) for word in words)
-    return write_report(folder, module.TITLE, command, chosen, iterations, results, body)
+    return write_report(
+        folder, title=module.TITLE, command=command, budget=chosen, iterations=iterations, results=results, body=body
+    )
 
 
 def status(
     experiment: str,
     out: str | os.PathLike = "results",
+    *,
     budget: str = "fast",
     iterations: int | None = None,
     runs_dir: str | os.PathLike | None = None,
@@ -79,7 +83,7 @@ def status(
         >>> print("\\n".join(status("depth", "docs/results", budget="zoo", runs_dir="training/reproduce")))
     """
     module, chosen, iterations = _plan(experiment, budget, iterations)
-    return run_status(module.runs(chosen), runs_dir or Path(out) / "runs", chosen, iterations, seeds=seeds)
+    return run_status(module.runs(chosen), runs_dir or Path(out) / "runs", chosen, iterations=iterations, seeds=seeds)
 
 
 def _plan(experiment: str, budget: str, iterations: int | None) -> tuple[ModuleType, Budget, int | None]:

@@ -204,8 +204,8 @@ def run_all(
     data: str | os.PathLike,
     runs_dir: str | os.PathLike,
     budget: Budget,
-    iterations: int | None = None,
     *,
+    iterations: int | None = None,
     seeds: int = 1,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
@@ -236,7 +236,7 @@ def run_all(
 
 
 def run_status(
-    runs: list[Run], runs_dir: str | os.PathLike, budget: Budget, iterations: int | None = None, *, seeds: int = 1
+    runs: list[Run], runs_dir: str | os.PathLike, budget: Budget, *, iterations: int | None = None, seeds: int = 1
 ) -> list[str]:
     """One line per planned run (every seed) saying where it stands, training nothing: what a long reproduction
     has done so far, and which run a process is training now."""
@@ -336,6 +336,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def write_report(
     out: Path,
+    *,
     title: str,
     command: str,
     budget: Budget,

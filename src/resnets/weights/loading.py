@@ -147,6 +147,7 @@ def convert(
     source: str | os.PathLike,
     destination: str | os.PathLike,
     model_name: str,
+    *,
     metadata: dict[str, str] | None = None,
     **overrides: object,
 ) -> Path:

@@ -113,6 +113,7 @@ def pretrained_for(name: str) -> Pretrained:
 def create_model(
     name: str,
     pretrained: bool = False,
+    *,
     weights: str | os.PathLike | None = None,
     reset_classifier: bool = False,
     **overrides: Any,
