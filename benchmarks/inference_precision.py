@@ -24,8 +24,8 @@ import torch
 
 from resnets.data import load_dataset, normalize, stratified_split
 from resnets.deploy import Predictor
-from resnets.deploy.optimize import Runtime, optimize_for_inference
 from resnets.hardware import cpu_has_native_bf16, describe_device
+from resnets.inference.optimize import Runtime, optimize_for_inference
 
 # The shipped resnet20's recipe on the 45,000-image split: the same net with the validation images held out.
 HELD_OUT_RESNET20 = Path(__file__).resolve().parents[1] / "training/resnet20-ensemble-distilled/model.safetensors"

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from resnets.cli import main
 from resnets.data import DataError, load_dataset
-from resnets.deploy.optimize import optimize_for_inference
+from resnets.inference.optimize import optimize_for_inference
 from resnets.models import create_model
 from resnets.weights import WeightsError, load_weights
 
@@ -872,7 +872,7 @@ def test_status_names_a_record_it_cannot_read_and_goes_on(tmp_path, finished_run
 def test_without_the_optional_runtimes_torch_serves_and_int8_names_what_to_install(monkeypatch, capsys):
     import importlib.util
 
-    from resnets.deploy import optimize
+    from resnets.inference import optimize
 
     found = importlib.util.find_spec
     missing = {"onnxruntime", "onnx", "openvino"}

@@ -11,8 +11,8 @@ import torch
 from resnets.cli import main
 from resnets.data import sample_images
 from resnets.deploy import Predictor
-from resnets.deploy.optimize import InferenceModel, openvino_runs_bf16, optimize_for_inference
 from resnets.hardware import cpu_has_native_bf16
+from resnets.inference.optimize import InferenceModel, openvino_runs_bf16, optimize_for_inference
 
 
 @pytest.fixture(scope="module")

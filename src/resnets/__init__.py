@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from resnets.deploy.optimize import optimize_for_inference
+    from resnets.inference.optimize import optimize_for_inference
     from resnets.models import ModelConfig, ResNet, get_config, list_models
     from resnets.weights import convert, load_weights
     from resnets.weights.pretrained import create_model
@@ -28,7 +28,7 @@ _EXPORTS = {
     "get_config": "resnets.models",
     "list_models": "resnets.models",
     "load_weights": "resnets.weights",
-    "optimize_for_inference": "resnets.deploy.optimize",
+    "optimize_for_inference": "resnets.inference.optimize",
 }
 __all__ = [
     "ModelConfig",

@@ -453,8 +453,8 @@ def _trained_weights_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _fast_choices() -> list[str]:
-    from resnets.deploy.optimize import PRECISIONS
     from resnets.hardware import Precision
+    from resnets.inference.optimize import PRECISIONS
 
     return [str(p) for p in (Precision.AUTO, *PRECISIONS)]
 
@@ -503,8 +503,8 @@ def _export_flags(command: argparse.ArgumentParser) -> None:
 
 def _bench_flags(command: argparse.ArgumentParser) -> None:
     from resnets.bench.timing import Mode
-    from resnets.deploy.optimize import Runtime
     from resnets.hardware import Precision
+    from resnets.inference.optimize import Runtime
 
     command.add_argument("models", nargs="*")
     command.add_argument("--batch-size", type=_count(1), nargs="+")

@@ -84,7 +84,7 @@ def default_dtypes(mode: str, device: torch.device) -> list[Precision]:
 
 
 def _ours_infer(model_name: str, x: torch.Tensor, dtype: str, compile_model: bool | None, engine: str) -> Step:
-    from resnets.deploy.optimize import optimize_for_inference
+    from resnets.inference.optimize import optimize_for_inference
 
     model = create_model(model_name).to(x.device).eval()
     calibration = sample_images(256, x.shape[-1]) if dtype == Precision.INT8 else None
@@ -135,7 +135,7 @@ def _onnxruntime_peer(model: nn.Module, x: torch.Tensor) -> Step:
     """ONNX Runtime as its users run it: the model exported as is, default session options (threads = cores)."""
     import io
 
-    from resnets.deploy.optimize import onnxruntime_session
+    from resnets.inference.optimize import onnxruntime_session
 
     buffer = io.BytesIO()
     torch.onnx.export(model.eval(), (x,), buffer, input_names=["x"], output_names=["y"], dynamo=False)
@@ -149,7 +149,7 @@ def _openvino_peer(model: nn.Module, x: torch.Tensor) -> Step:
     row says the precision OpenVINO chose (bf16 by itself on CPUs with native BF16), read back from the model."""
     import openvino
 
-    from resnets.deploy.optimize import openvino_precision
+    from resnets.inference.optimize import openvino_precision
 
     with warnings.catch_warnings():  # convert_model traces with torch.jit, which torch now calls deprecated: its choice
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace")

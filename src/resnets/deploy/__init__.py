@@ -1,4 +1,4 @@
-"""Running trained models: prediction with their own preprocessing."""
+"""Running trained models: prediction with their own preprocessing, and export to other runtimes."""
 
 from resnets.deploy.predict import Predictor
 

@@ -21,10 +21,10 @@ import torch
 
 from resnets.atomic import atomic_write, replaceable_mode
 from resnets.data import sample_images
-from resnets.deploy.optimize import onnxruntime_session, openvino_compile, write_onnx
 from resnets.deploy.predict import Predictor
 from resnets.errors import WriteError
 from resnets.hardware import Precision
+from resnets.inference.optimize import onnxruntime_session, openvino_compile, write_onnx
 from resnets.models import ResNet
 
 FORMATS = ("onnx", "torchscript", "exported", "openvino")

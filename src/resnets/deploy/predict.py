@@ -56,7 +56,7 @@ class Predictor:
     def optimize(self, dtype: str = "auto", calibration: str | os.PathLike | None = None) -> str:
         """Serve through `optimize_for_inference`, calibrated on real images (default: the embedded CIFAR-10
         sample); returns a one-line description of the path chosen."""
-        from resnets.deploy.optimize import optimize_for_inference
+        from resnets.inference.optimize import optimize_for_inference
 
         if not isinstance(self.model, ResNet):
             raise ValueError("an optimized path serves one net, not an ensemble: evaluate several nets without it")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.hardware import cpu_has_vnni
+from resnets.inference import optimize_for_inference
 from resnets.models import fold_batchnorm
 from resnets.train.run_folder import RunFolder
 from resnets.weights.pretrained import PRETRAINED, load_trained, pretrained_for, sha256_of
@@ -103,8 +104,6 @@ def served_teacher(
     Example:
         >>> teach, served_by = served_teacher(load_teacher("resnet56", **student), images[:256])
     """
-    from resnets.deploy.optimize import optimize_for_inference  # deploy reads trained runs: imported where used
-
     members = list(teacher.members) if isinstance(teacher, TeacherEnsemble) else [teacher]
     served = [
         (member, optimize_for_inference(member.net, dtype, calibration=member.renormalize(calibration)))
