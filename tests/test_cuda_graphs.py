@@ -102,7 +102,8 @@ def test_a_run_with_graphs_trains_exactly_as_an_eager_one(tmp_path, monkeypatch)
     eager = train("resnet20", SAMPLE, tmp_path / "eager", recipe, **kwargs)
     (replays,) = captured
     assert replays.calls == 2 * 14  # every full batch of both epochs (the captured one too: capturing runs nothing)
-    assert graphed["val_top1"] == eager["val_top1"] and graphed["train_loss"] == eager["train_loss"]
+    assert graphed.metrics["val_top1"] == eager.metrics["val_top1"]
+    assert graphed.metrics["train_loss"] == eager.metrics["train_loss"]
     assert read_metrics(tmp_path / "graphed")[0]["val_loss"] == read_metrics(tmp_path / "eager")[0]["val_loss"]
 
 

@@ -181,7 +181,7 @@ def test_a_distilled_run_resumes_exactly(tmp_path, teacher_file):
     recipe = tiny_recipe(epochs=2, teacher=str(teacher_file))
     kwargs = dict(model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
     train("resnet20", SAMPLE, tmp_path / "straight", recipe, **kwargs)
-    assert train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs)["stopped"]
+    assert train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs).stopped
     train("resnet20", SAMPLE, tmp_path / "resumed", recipe, resume=True, **kwargs)
     straight, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "resumed"))
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
@@ -192,7 +192,7 @@ def test_a_distilled_run_refuses_to_resume_with_a_changed_teacher(tmp_path, teac
     shutil.copy(teacher_file, teacher)
     recipe = tiny_recipe(epochs=2, teacher=str(teacher))
     kwargs = dict(model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
-    assert train("resnet20", SAMPLE, tmp_path / "run", recipe, stop_after_steps=7, **kwargs)["stopped"]
+    assert train("resnet20", SAMPLE, tmp_path / "run", recipe, stop_after_steps=7, **kwargs).stopped
     assert json.loads((tmp_path / "run" / "config.json").read_text())["teacher_sha256"] == sha256_of(teacher)
     before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
 
@@ -261,7 +261,7 @@ def test_int8_teaching_is_chosen_for_long_cpu_runs_and_recorded_in_each_stretch(
     kwargs = dict(model_overrides=DEPTH8, cache_dir=tmp_path, progress=False)
     out = tmp_path / "run"
     first = tiny_recipe(epochs=2, teacher=str(teacher_file), teacher_int8=False)
-    assert train("resnet20", SAMPLE, out, first, stop_after_steps=7, **kwargs)["stopped"]
+    assert train("resnet20", SAMPLE, out, first, stop_after_steps=7, **kwargs).stopped
     train("resnet20", SAMPLE, out, dataclasses.replace(first, teacher_int8=True), resume=True, **kwargs)
     config = json.loads((out / "config.json").read_text())
     stretches = [(s["from_step"], s["teacher_served_by"]) for s in config["trained_on"]]

@@ -95,7 +95,7 @@ def test_a_run_writes_everything_and_the_cli_reads_it(tmp_path, capsys):
     )
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "model.safetensors"}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1] == final
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1] == final.metrics and not final.stopped
     config = json.loads((run / "config.json").read_text())
     assert (config["train_images"], config["val_images"]) == (900, 100)
     assert config["precision"] in ("float32", "bfloat16")
@@ -154,8 +154,8 @@ def test_eval_without_flip_reproduces_the_training_validation(tmp_path, capsys):
         == 0
     )
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["top1"] == pytest.approx(final["val_top1"])
-    assert metrics["loss"] == pytest.approx(final["val_loss"], rel=1e-4)
+    assert metrics["top1"] == pytest.approx(final.metrics["val_top1"])
+    assert metrics["loss"] == pytest.approx(final.metrics["val_loss"], rel=1e-4)
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_the_run_as_it_was(tmp_path, monkeypatch, capsys):
@@ -199,7 +199,7 @@ def test_resume_continues_exactly(tmp_path):
     kwargs = dict(model_overrides={"depth": 8, "drop_path_rate": 0.1}, cache_dir=tmp_path, progress=False)
     train("resnet20", SAMPLE, tmp_path / "straight", recipe, **kwargs)
     stopped = train("resnet20", SAMPLE, tmp_path / "resumed", recipe, stop_after_steps=7, **kwargs)
-    assert stopped == {"stopped": True, "step": 7}
+    assert (stopped.stopped, stopped.step, stopped.signal) == (True, 7, None)
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="already holds a run"):
         train("resnet20", SAMPLE, tmp_path / "resumed", recipe, **kwargs)
@@ -373,7 +373,7 @@ def test_the_weights_file_says_how_it_was_made(tmp_path):
         meta = file.metadata()
     config = json.loads((run / "config.json").read_text())
     assert (meta["recipe"], meta["epochs"], meta["steps"]) == ("cifar-fast", "1", "15")
-    assert float(meta["val_top1"]) == final["val_top1"] and meta["eval_flip"] == "true"
+    assert float(meta["val_top1"]) == final.metrics["val_top1"] and meta["eval_flip"] == "true"
     assert json.loads(meta["trained_on"]) == config["trained_on"] and json.loads(meta["recipe_fields"])["lr"] == 0.1
     assert config["parameters"] == sum(p.numel() for p in create_model("resnet20", depth=8).parameters())
 
@@ -401,7 +401,7 @@ def test_a_compile_that_fails_falls_back_to_eager_when_it_was_our_choice(tmp_pat
     with pytest.warns(UserWarning, match="torch.compile failed, training eagerly instead: InductorError"):
         train("resnet20", SAMPLE, tmp_path / "auto", tiny_recipe(epochs=1), **kwargs)
     eager = train("resnet20", SAMPLE, tmp_path / "eager", tiny_recipe(epochs=1, compile=False), **kwargs)
-    assert read_metrics(tmp_path / "auto")[-1]["val_top1"] == eager["val_top1"]  # the same run, eagerly
+    assert read_metrics(tmp_path / "auto")[-1]["val_top1"] == eager.metrics["val_top1"]  # the same run, eagerly
     with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):  # asked for: the failure is the user's to see
         train("resnet20", SAMPLE, tmp_path / "asked", tiny_recipe(epochs=1, compile=True), **kwargs)
 
@@ -417,7 +417,7 @@ def test_a_compiled_run_trains_and_saves_plain_weights(tmp_path):
     assert set(compiled) == set(plain)  # no "_orig_mod." prefixes
     # Fused kernels round differently and SGD at lr 0.1 amplifies it, so compare what the epoch learned.
     eager = read_metrics(tmp_path / "eager")[-1]
-    assert abs(final["train_loss"] - eager["train_loss"]) < 0.05, (final, eager)
+    assert abs(final.metrics["train_loss"] - eager["train_loss"]) < 0.05, (final, eager)
 
 
 def test_tensorboard_without_its_package_is_said_not_ignored(tmp_path, monkeypatch):

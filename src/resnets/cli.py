@@ -245,8 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if args.json:
-        print(json.dumps(result))
-    return 128 + result["signal"] if "signal" in result else 0
+        print(json.dumps(result.to_json()))
+    return 128 + result.signal if result.signal else 0
 
 
 def _predictor(args: argparse.Namespace):

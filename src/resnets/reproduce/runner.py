@@ -280,7 +280,7 @@ def _train_one(run: Run, run_dir: Path, data, recipe: Recipe, device: str, cache
     previous = json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else 0.0
     seconds = previous + time.perf_counter() - started
     atomic_write(timing_path, lambda temporary: Path(temporary).write_text(json.dumps({"seconds": seconds})))
-    if result.get("stopped"):
+    if result.stopped:
         raise KeyboardInterrupt  # a signal stopped the run; it was checkpointed, rerun the command to go on
 
 

@@ -1,7 +1,7 @@
 """Training: recipes, the loop, checkpoints, evaluation."""
 
 from resnets.train.evaluate import evaluate
-from resnets.train.loop import TrainingError, train
+from resnets.train.loop import TrainingError, TrainResult, train
 from resnets.train.recipes import RECIPES, Recipe, get_recipe
 
-__all__ = ["RECIPES", "Recipe", "TrainingError", "evaluate", "get_recipe", "train"]
+__all__ = ["RECIPES", "Recipe", "TrainResult", "TrainingError", "evaluate", "get_recipe", "train"]

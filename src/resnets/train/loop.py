@@ -69,6 +69,25 @@ def weights_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.Ave
     return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """How a `train` call ended: finished, or stopped at `step` (by a signal or `stop_after_steps`) and
+    checkpointed there for `resume=True`. `metrics` is the last finished epoch's record ({} before the first).
+
+    Example:
+        >>> result = train("resnet20", "cifar10/", "runs/r20", get_recipe("cifar-fast"))
+        >>> result.metrics["val_top1"] if not result.stopped else f"stopped at step {result.step}"
+    """
+
+    step: int
+    metrics: dict[str, Any]
+    stopped: bool = False
+    signal: int | None = None  # the signal that stopped it, if one did
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 class TrainingError(ResnetsError, RuntimeError):
     """A run that cannot go on (a non-finite loss): one line says why and what was kept."""
 
@@ -497,7 +516,7 @@ class Trainer:
                 self.folder.checkpoint_path, self.model, self.optimizer, self.scaler, state, self.ema, weights_card=card
             )
 
-    def run_epoch(self, epoch: int, stop: StopRequest, stop_after_steps: int | None, show: bool) -> dict | None:
+    def run_epoch(self, epoch: int, stop: StopRequest, stop_after_steps: int | None, show: bool) -> TrainResult | None:
         """The steps of `epoch` from where the run stands; a stop request checkpoints and returns why."""
         progress, recipe = self.progress, self.recipe
         self.wrapped.train()
@@ -537,16 +556,17 @@ class Trainer:
         self.publish(record)  # after the checkpoint that holds it: a failed write leaves metrics.jsonl behind it too
         return None
 
-    def stop(self, epoch: int, position: int, signal_number: int | None, stop_after_steps: int | None) -> dict:
+    def stop(self, epoch: int, position: int, signal_number: int | None, stop_after_steps: int | None) -> TrainResult:
         """Checkpoint mid-epoch and say how to go on."""
         self.window.check_finite(self.progress.step, epoch, self.folder.checkpoint_path)
         self.checkpoint(epoch, position)
         reason = f"signal {signal_number}" if signal_number else f"stop_after_steps={stop_after_steps}"
         if self.ranks.is_main:
             print(f"stopped at step {self.progress.step} ({reason}); continue with --resume")
-        return {"stopped": True, "step": self.progress.step, **({"signal": signal_number} if signal_number else {})}
+        last = self.progress.history[-1] if self.progress.history else {}
+        return TrainResult(step=self.progress.step, metrics=last, stopped=True, signal=signal_number or None)
 
-    def save(self) -> dict:
+    def save(self) -> TrainResult:
         """The final weights (the average, where kept) with their classes and preprocessing; the last metrics."""
         final = self.progress.history[-1] if self.progress.history else {}
         if self.ranks.is_main:
@@ -564,7 +584,7 @@ class Trainer:
             }
             card = dataclasses.replace(self.card, extra=made)
             save_safetensors(self.served.state_dict(), self.folder.model_path, card.to_strings())
-        return final
+        return TrainResult(step=self.progress.step, metrics=final)
 
 
 def train(
@@ -581,14 +601,14 @@ def train(
     stop_after_steps: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train `model_name` on an image folder, archive or CIFAR pickles; write the run to `out_dir`.
 
     The run directory holds `config.json`, `metrics.jsonl`, `checkpoint.pt` (each epoch and on SIGINT/SIGTERM)
     and `model.safetensors` (final weights with their classes and preprocessing). `resume=True` continues
     exactly where the checkpoint stopped, after checking that model, classes, data and recipe are the ones the run
-    recorded; a new run refuses a folder that holds anything unless `overwrite`. Returns the last epoch's metrics,
-    or {"stopped": True, "step": N} when a signal or `stop_after_steps` stopped it.
+    recorded; a new run refuses a folder that holds anything unless `overwrite`. Returns a `TrainResult`: the last
+    epoch's metrics, and whether a signal or `stop_after_steps` stopped the run (and at which step).
     """
     folder = RunFolder(out_dir)
     entry = get_entry(model_name)  # an unknown name fails before any data is read
@@ -668,8 +688,8 @@ def _check_stop_after(stop_after_steps: int | None, step: int) -> None:
         raise ValueError(f"--stop-after-steps {stop_after_steps}: {where}")
 
 
-def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> dict[str, Any] | None:
-    """The epochs left; the stop record when a signal or `stop_after_steps` stopped them, else None."""
+def _run_epochs(trainer: Trainer, stop_after_steps: int | None, show: bool) -> TrainResult | None:
+    """The epochs left; how they stopped when a signal or `stop_after_steps` stopped them, else None."""
     # An eager CPU step reuses the last step's freed memory instead of faulting fresh pages in.
     with StopRequest() as stop, steady_host_memory(trainer.device):
         for epoch in range(trainer.progress.epoch, trainer.total_epochs):
