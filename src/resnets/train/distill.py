@@ -93,20 +93,26 @@ def int8_teacher_pays(asked: bool | None, device: torch.device, compiled: bool) 
 
 
 def served_teacher(
-    teacher: TeacherNet | TeacherEnsemble, calibration: torch.Tensor, *, dtype: str = "int8"
+    teacher: TeacherNet | TeacherEnsemble, calibration: torch.Tensor, *, dtype: str = "int8", batch_size: int = 128
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """The teacher as inference models at `dtype` (int8 or fp32), each served by the runtime that runs it fastest
-    here, checked and, for int8, calibrated on `calibration` (a few hundred of the student's normalized training
-    images); and, in words, what serves it. Its softened int8 outputs stay close to the fp32 teacher's
-    (tests/test_distill.py bounds the gap for resnet56). In fp32 this is for CPUs where int8 does not pay: on an
-    AVX2-only AMD Zen1 core OpenVINO ran resnet56 at 148 img/s where the compiled torch module ran 88.
+    here on batches of the student's `batch_size`, checked and, for int8, calibrated on `calibration` (a few hundred
+    of the student's normalized training images); and, in words, what serves it. Its softened int8 outputs stay
+    close to the fp32 teacher's (tests/test_distill.py bounds the gap for resnet56). In fp32 this is for CPUs where
+    int8 does not pay: on an AVX2-only AMD Zen1 core OpenVINO ran resnet56 at 148 img/s where the compiled torch
+    module ran 88.
 
     Example:
         >>> teach, served_by = served_teacher(load_teacher("resnet56", **student), images[:256])
     """
     members = list(teacher.members) if isinstance(teacher, TeacherEnsemble) else [teacher]
     served = [
-        (member, optimize_for_inference(member.net, dtype, calibration=member.renormalize(calibration)))
+        (
+            member,
+            optimize_for_inference(
+                member.net, dtype, calibration=member.renormalize(calibration), batch_size=batch_size
+            ),
+        )
         for member in members
     ]
 

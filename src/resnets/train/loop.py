@@ -384,11 +384,12 @@ class Trainer:
         fastest fp32 runtime in a long fp32 CPU run, else compiled as the student is, else as it is."""
         if self.teacher is None:
             return None, ""
+        batch_size = self.recipe.batch_size // self.ranks.world_size  # what each process's teacher answers
         if int8_teacher_pays(self.recipe.teacher_int8, self.device, self.compiled):
-            return served_teacher(self.teacher, self._calibration_images(), dtype="int8")
+            return served_teacher(self.teacher, self._calibration_images(), dtype="int8", batch_size=batch_size)
         if self.compiled and self.device.type == "cpu" and self.dtype == torch.float32:
             # A long fp32 CPU run (an AVX2-only CPU): an inference runtime beats the compiled module there.
-            return served_teacher(self.teacher, self._calibration_images(), dtype="fp32")
+            return served_teacher(self.teacher, self._calibration_images(), dtype="fp32", batch_size=batch_size)
         precision = str(self.dtype).replace("torch.", "")
         if self.compiled:
             return torch.compile(self.teacher, dynamic=False), f"{precision} (torch compiled)"
