@@ -196,10 +196,12 @@ def test_eval_reads_folders_numbered_by_label_or_capitalized_as_the_weights_clas
     one_line_error(capsys, "1, 10, 2 are not among the weights' classes")
 
 
-def test_int8_with_empty_calibration_is_refused():
+def test_int8_with_empty_calibration_or_an_empty_timing_batch_is_refused():
     model = create_model("resnet20", depth=8).eval()
     with pytest.raises(ValueError, match="calibration must be a non-empty batch"):
         optimize_for_inference(model, "int8", calibration=torch.empty(0, 3, 32, 32))
+    with pytest.raises(ValueError, match="batch_size 0: the runtimes are timed on batches of at least one image"):
+        optimize_for_inference(model, "int8", calibration=torch.zeros(4, 3, 32, 32), batch_size=0)
 
 
 def test_skip_bad_images_when_the_bad_file_sorts_first(tmp_path, capsys):

@@ -116,6 +116,8 @@ def optimize_for_inference(
         raise ValueError(f"calibration must be a non-empty batch of images (N, C, H, W), got shape {shape}")
     if dtype == Precision.INT8 and calibration is None:
         raise ValueError("int8 needs calibration images: a few hundred real, normalized images")
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size}: the runtimes are timed on batches of at least one image")
     if not runtime.serves(dtype):
         raise ValueError(f"the {runtime} runtime runs {' and '.join(map(str, runtime.precisions))}, not {dtype}")
     if dtype == Precision.AUTO or runtime == Runtime.AUTO:
