@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -58,6 +59,20 @@ def test_runtimes_are_timed_on_the_batch_the_caller_sends(shipped, monkeypatch):
     [batch] = timed
     assert batch.shape == (96, 3, 32, 32) and torch.equal(batch[40:80], images[:40])
     assert len(fast.choices) >= 2 and fast.runtime in {choice.split(" ", 1)[1] for choice in fast.choices}
+
+
+def test_timing_rounds_stop_at_the_budget_after_two():
+    # A large net at a large batch would time for minutes: past the budget no round starts after the second, and
+    # under it every round runs, each candidate called twice a round (one untimed call, one timed).
+    from resnets.inference import optimize
+
+    calls = []
+    slow = [lambda batch, name=name: calls.append(name) or time.sleep(0.01) for name in ("a", "b")]
+    seconds = optimize._fastest_calls(slow, torch.zeros(1), rounds=5, budget_s=0.0)
+    assert calls == ["a", "a", "b", "b"] * 2 and all(0.01 <= value < 1 for value in seconds)
+    calls.clear()
+    optimize._fastest_calls(slow, torch.zeros(1), rounds=5, budget_s=60.0)
+    assert len(calls) == 2 * 2 * 5
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

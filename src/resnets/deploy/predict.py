@@ -61,7 +61,7 @@ class Predictor:
         if not isinstance(self.model, ResNet):
             raise ValueError("an optimized path serves one net, not an ensemble: evaluate several nets without it")
         images = sample_images(256, self.image_size, mean=self.mean, std=self.std, data=calibration)
-        fast = optimize_for_inference(self.model, dtype, calibration=images)
+        fast = optimize_for_inference(self.model, dtype, calibration=images, batch_size=PREDICT_BATCH)
         self.runner = fast
         return f"{fast.dtype} on {fast.runtime}"
 

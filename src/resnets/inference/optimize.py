@@ -389,14 +389,20 @@ def _fastest_accurate(
     return best[0]
 
 
-def _fastest_calls(candidates: list[InferenceModel], batch: torch.Tensor, rounds: int = 5) -> list[float]:
+def _fastest_calls(
+    candidates: list[InferenceModel], batch: torch.Tensor, rounds: int = 5, budget_s: float = 20.0
+) -> list[float]:
     """Each candidate's fastest call on `batch` in steady state, over `rounds` rounds that take the candidates in
     turn: on a shared machine a slow spell then falls on every candidate alike, and the fastest call is the one it
     missed (a mean of a few calls let two runtimes within 1.5x of each other swap places from one run to the next).
     Each timed call follows an untimed one of the same candidate: the first call after another runtime's pays for
-    that runtime's threads, still spinning, which a caller that keeps to one runtime never meets."""
+    that runtime's threads, still spinning, which a caller that keeps to one runtime never meets. Past `budget_s`
+    no further round starts after the second (a large net at a large batch would otherwise time for minutes)."""
     fastest = [math.inf] * len(candidates)
-    for _ in range(rounds):
+    started_all = time.perf_counter()
+    for round_index in range(rounds):
+        if round_index >= 2 and time.perf_counter() - started_all > budget_s:
+            break
         for index, candidate in enumerate(candidates):
             candidate(batch)
             started = time.perf_counter()
