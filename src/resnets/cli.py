@@ -249,18 +249,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 128 + result.signal if result.signal else 0
 
 
-def _predictor(args: argparse.Namespace):
-    from resnets.deploy import Predictor
+def _predictor(args: argparse.Namespace, batch_size: int | None = None):
+    """The predictor the command names; with --fast, its runtime timed on `batch_size` (default: predict's)."""
+    from resnets.deploy.predict import PREDICT_BATCH, Predictor
 
     predictor = Predictor.load(args.model, weights=args.weights, pretrained=args.pretrained)
     if getattr(args, "fast", None):
-        path = predictor.optimize(args.fast)
+        path = predictor.optimize(args.fast, batch_size=batch_size or PREDICT_BATCH)
         print(f"optimized path: {path}", file=sys.stderr)
     return predictor
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    metrics = _predictor(args).evaluate_data(
+    from resnets.deploy.predict import EVAL_BATCH
+
+    metrics = _predictor(args, EVAL_BATCH).evaluate_data(
         args.data, split=args.split, flip=args.flip, skip_bad_images=args.skip_bad_images, cache_dir=args.cache_dir
     )
     if args.json:

@@ -39,6 +39,7 @@ from resnets.weights.metadata import WeightsMetadata
 from resnets.weights.pretrained import load_trained, pretrained_for
 
 PREDICT_BATCH = 64  # images a forward pass: enough to keep the kernels busy, few enough for any folder
+EVAL_BATCH = 256  # a dataset's images a forward pass: it has them all at hand
 
 
 @dataclasses.dataclass
@@ -53,15 +54,18 @@ class Predictor:
     runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # the optimized path, once `optimize` ran
     held_out_fraction: float | None = None  # the training run's --val-fraction, where the weights record it
 
-    def optimize(self, dtype: str = "auto", calibration: str | os.PathLike | None = None) -> str:
+    def optimize(
+        self, dtype: str = "auto", calibration: str | os.PathLike | None = None, *, batch_size: int = PREDICT_BATCH
+    ) -> str:
         """Serve through `optimize_for_inference`, calibrated on real images (default: the embedded CIFAR-10
-        sample); returns a one-line description of the path chosen."""
+        sample), its runtime timed on `batch_size` (`EVAL_BATCH` for `evaluate_data`); returns a one-line
+        description of the path chosen."""
         from resnets.inference.optimize import optimize_for_inference
 
         if not isinstance(self.model, ResNet):
             raise ValueError("an optimized path serves one net, not an ensemble: evaluate several nets without it")
         images = sample_images(256, self.image_size, mean=self.mean, std=self.std, data=calibration)
-        fast = optimize_for_inference(self.model, dtype, calibration=images, batch_size=PREDICT_BATCH)
+        fast = optimize_for_inference(self.model, dtype, calibration=images, batch_size=batch_size)
         self.runner = fast
         return f"{fast.dtype} on {fast.runtime}"
 
@@ -245,7 +249,7 @@ class Predictor:
         chosen = dataclasses.replace(chosen, labels=to_weights[chosen.labels])
         batches = make_batches(
             chosen,
-            256,
+            EVAL_BATCH,
             mean=self.mean,
             std=self.std,
             augment=False,
