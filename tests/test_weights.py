@@ -266,6 +266,8 @@ def test_shipped_weights_are_checked_against_their_sha256(tmp_path, monkeypatch)
         resnets.create_model("resnet20", pretrained=True)
     with pytest.raises(WeightsError, match="no pretrained weights ship for 'resnet1202'"):
         resnets.create_model("resnet1202", pretrained=True)
+    with pytest.raises(ValueError, match="unknown model 'resnet2O'; did you mean resnet20"):
+        resnets.create_model("resnet2O", pretrained=True)  # a misspelt name is not "not shipped"
 
 
 def convert_to(tmp_path: Path, model: torch.nn.Module) -> Path:

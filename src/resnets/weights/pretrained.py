@@ -116,6 +116,7 @@ def sha256_of(path: Path) -> str:
 
 def pretrained_for(name: str) -> Pretrained:
     if name not in PRETRAINED:
+        get_entry(name)  # a misspelt name is called unknown, with suggestions, before "nothing ships for it"
         shipped = ", ".join(sorted(PRETRAINED)) or "none yet"
         raise WeightsError(f"no pretrained weights ship for {name!r} (shipped: {shipped}); pass weights=PATH instead")
     spec = PRETRAINED[name]
