@@ -532,6 +532,7 @@ def test_an_empty_weights_file_is_named_and_the_model_kept(tmp_path, capsys, suf
         ("g.pt", b"hello world\n", "unreadable or truncated PyTorch file (KeyError"),
         ("g.bin", b"hello world\n", "unreadable or truncated PyTorch file (KeyError"),
         ("g.h5", b"hello\n", "not an HDF5 file"),
+        ("g.pdparams", b"<html>\n", "unreadable or truncated Paddle file (invalid load key, '<')"),
         ("w.npz", None, "a zip archive, but not a PyTorch (.pt) or Keras (.keras) weights file"),
     ],
 )

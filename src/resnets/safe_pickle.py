@@ -7,6 +7,10 @@ Example:
 import pickle
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a callable outside the allowed few; nothing was called."""
+
+
 class ArrayUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays in plain containers and refuses everything else (a pickle can name any callable)."""
 
@@ -23,5 +27,5 @@ class ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+            raise RefusedGlobal(f"global '{module}.{name}' is not allowed")
         return super().find_class(module, name)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from resnets.errors import ResnetsError, first_line
-from resnets.safe_pickle import ArrayUnpickler
+from resnets.safe_pickle import ArrayUnpickler, RefusedGlobal
 
 # Where training checkpoints keep the model's weights, most specific first.
 CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "model_state")
@@ -152,10 +152,11 @@ def read_paddle(path: Path) -> dict[str, torch.Tensor]:
             continue
         try:
             obj = ArrayUnpickler(io.BytesIO(part.read_bytes())).load()
-        except pickle.UnpicklingError as error:
+        except RefusedGlobal as error:
             raise WeightsError(f"{part}: refused: {error}; nothing in it was run") from None
-        except (EOFError, ValueError, TypeError) as error:
-            raise WeightsError(f"{part}: unreadable or truncated Paddle file ({error})") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            # a text or other non-pickle file fails as "invalid load key"
+            raise WeightsError(f"{part}: unreadable or truncated Paddle file ({str(error).rstrip('.')})") from None
         if not isinstance(obj, dict):
             raise WeightsError(f"{part}: expected a dict of arrays, found {type(obj).__name__}")
         for key, value in obj.items():
