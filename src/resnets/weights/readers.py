@@ -155,8 +155,9 @@ def read_paddle(path: Path) -> dict[str, torch.Tensor]:
         except RefusedGlobal as error:
             raise WeightsError(f"{part}: refused: {error}; nothing in it was run") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-            # a text or other non-pickle file fails as "invalid load key"
-            raise WeightsError(f"{part}: unreadable or truncated Paddle file ({str(error).rstrip('.')})") from None
+            # a text file usually fails as "invalid load key, '<'." (pickle's period dropped inside our brackets)
+            reason = first_line(error).rstrip(".")
+            raise WeightsError(f"{part}: unreadable or truncated Paddle file ({reason})") from None
         if not isinstance(obj, dict):
             raise WeightsError(f"{part}: expected a dict of arrays, found {type(obj).__name__}")
         for key, value in obj.items():
