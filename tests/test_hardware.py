@@ -42,7 +42,23 @@ def test_a_capped_amx_machine_trains_in_fp32_and_says_why(monkeypatch):
     assert hardware.describe_device().endswith("AVX2, BF16 emulated, capped by ATEN_CPU_CAPABILITY=avx2)")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert hardware.resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
-    assert hardware.describe_device().endswith("AVX-512, native BF16)")
+    assert hardware.describe_device().endswith("AVX-512, native BF16, AMX)")
+
+
+@pytest.mark.parametrize(
+    ("kind", "ending"),
+    [
+        ("avx2", "AVX2, BF16 emulated)"),
+        ("avx512-bf16", "AVX-512, native BF16)"),
+        ("amx", "AVX-512, native BF16, AMX)"),
+    ],
+)
+def test_the_device_line_tells_the_cpu_kinds_apart(monkeypatch, kind, ending):
+    # Benchmarks print this line: on a VM whose CPU is named only "Intel(R) Xeon(R) Processor" it is what says AMX.
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: hardware.CPU_KINDS[kind])
+    assert hardware.describe_device().endswith(ending)
 
 
 @pytest.mark.parametrize(

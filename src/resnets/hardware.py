@@ -173,9 +173,11 @@ def describe_device(device: torch.device | None = None) -> str:
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     simd = "AVX-512" if "avx512f" in cpu_flags() else "AVX2" if "avx2" in cpu_flags() else "no AVX2"
     bf16 = "native BF16" if cpu_has_native_bf16() else "BF16 emulated"
+    # A VM often names an AMX Xeon only "Intel(R) Xeon(R) Processor": the tiles are what set its speeds apart.
+    amx = ", AMX" if "amx_bf16" in cpu_flags() else ""
     threads = torch.get_num_threads()
     cap = f", capped by {isa_cap()}" if isa_cap() else ""
-    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''}, {simd}, {bf16}{cap})"
+    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''}, {simd}, {bf16}{amx}{cap})"
 
 
 # glibc's mallopt parameters (malloc.h) and the values a process settles on once its dynamic threshold has grown
