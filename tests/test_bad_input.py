@@ -274,6 +274,30 @@ def test_cifar_pickles_with_bad_labels_or_meta(tmp_path, labels, meta, message):
         load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["runs code", "html"])
+def test_a_cifar_batch_that_is_no_batch_is_named_and_never_run(tmp_path, capsys, kind):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    marker = tmp_path / "pwned"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": np.zeros((20, 3072), dtype=np.uint8), b"labels": [0, 1] * 10}
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps(CIFAR_META))
+    # protocol 0 by hand: os.system("touch <marker>") when unpickled by a plain pickle.load
+    payload = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode() if kind == "runs code" else b"<html>\n"
+    (root / "data_batch_3").write_bytes(payload)
+    message = (
+        "refused: .*os.system.*; nothing in it was run"
+        if kind == "runs code"
+        else "unreadable CIFAR batch .invalid load key, '<'.$"
+    )
+    with pytest.raises(DataError, match=f"data_batch_3: {message}"):
+        load_dataset(tmp_path)
+    assert main(["eval", "--model", "resnet20", "--pretrained", "--data", str(tmp_path)]) == 2
+    one_line_error(capsys, "data_batch_3")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnets.atomic import atomic_write
 from resnets.errors import SKIP_HINT, ResnetsError, first_line
-from resnets.safe_pickle import ArrayUnpickler
+from resnets.safe_pickle import ArrayUnpickler, RefusedGlobal
 
 # Folders that name a split rather than a class: train/, and val/ or test/ (the validation set).
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -311,8 +311,11 @@ def _read_cifar_pickles(root: Path) -> tuple[ImageSet, ImageSet | None]:
                 raw = ArrayUnpickler(handle, encoding="bytes").load()
         except OSError as error:
             raise DataError(f"{file}: cannot be read ({error.strerror or error})") from None
+        except RefusedGlobal as error:
+            raise DataError(f"{file}: refused: {error}; nothing in it was run") from None
         except Exception as error:  # noqa: BLE001 - whatever the unpickler meets, the file is named
-            raise DataError(f"{file}: unreadable CIFAR batch ({error})") from None
+            # pickle's own period dropped inside our brackets, as the Paddle reader does
+            raise DataError(f"{file}: unreadable CIFAR batch ({first_line(error).rstrip('.')})") from None
         if not isinstance(raw, dict):
             raise DataError(f"{file}: not a CIFAR batch (a {type(raw).__name__}, not a dict of data and labels)")
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
