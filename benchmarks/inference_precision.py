@@ -8,10 +8,10 @@ training-split images, never on the validation images it is scored on.
 
 Usage:
     python benchmarks/inference_precision.py --data ../shared/data/cifar10-train-jpg.tar.gz \\
-        [--model resnet20=training/resnet20-ensemble-distilled/model.safetensors] [--model resnet56=pretrained]
+        [--model resnet20=training/resnet20-ensemble-distilled/model.safetensors] [--model resnet32=pretrained]
 
-The default is resnet20's 45k/5k run: the shipped resnet20 was trained on all 50,000 images, so no validation image is
-held out from it.
+The default is resnet20's 45k/5k run: the shipped resnet20 and resnet56 were trained on all 50,000 images, so no
+validation image is held out from them (resnet56's 45k/5k run: training/resnet56-ensemble-distilled/model.safetensors).
 """
 
 from __future__ import annotations
